@@ -1,0 +1,276 @@
+"""Acceptor and TcpServer: the main reactor accepts, sub reactors serve.
+
+Theory of operation
+-------------------
+The :class:`Acceptor` binds in its constructor (so a port 0 is resolved at
+once and a busy port fails loudly) and, once listening, accepts up to
+``_ACCEPTS_PER_WAKEUP`` sockets per readiness event in the server's loop.
+When the process runs out of descriptors (EMFILE/ENFILE) it stops watching
+the listening socket and re-arms it with a timer, so the loop neither spins
+on a permanently readable socket nor loses the backlog.
+
+:class:`TcpServer` hands each accepted socket to ``pool.next_loop()`` (round
+robin) where ``connect_established`` runs. Teardown goes back through the
+server's loop as in muduo: the connection's loop calls ``_remove_connection``,
+which hops to the server loop to drop it from the map, which then queues
+``connect_destroyed`` on the connection's loop to close the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import resource
+import selectors
+import socket
+import threading
+from collections.abc import Callable
+from functools import partial
+
+from reactor.eventloop import EventLoop, EventLoopThreadPool, TimerId
+from reactor.tcpconnection import (
+    ConnectionCallback,
+    MessageCallback,
+    TcpConnection,
+    WriteCompleteCallback,
+    default_connection_callback,
+    default_message_callback,
+)
+
+__all__ = ["Acceptor", "NewConnectionCallback", "TcpServer", "raise_nofile_limit"]
+
+logger = logging.getLogger(__name__)
+
+NewConnectionCallback = Callable[[socket.socket, tuple[str, int]], None]
+
+_LISTEN_BACKLOG = 1024
+_ACCEPTS_PER_WAKEUP = 64
+_EMFILE_PAUSE_SECONDS = 0.1
+_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def raise_nofile_limit() -> int:
+    """Raise the RLIMIT_NOFILE soft limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("cannot raise RLIMIT_NOFILE to %s: %s", target, exc)
+    return soft
+
+
+class Acceptor:
+    """The listening socket of a server. Loop thread only, except the constructor."""
+
+    def __init__(self, loop: EventLoop, listen_addr: tuple[str, int], reuse_port: bool) -> None:
+        self._loop = loop
+        family = socket.AF_INET6 if ":" in listen_addr[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(listen_addr)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self._sock = sock
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self._callback: NewConnectionCallback | None = None
+        self._listening = False
+        self._watching = False
+        self._closed = False
+        self._resume_timer: TimerId | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    def set_new_connection_callback(self, cb: NewConnectionCallback) -> None:
+        """``cb(sock, peer_address)`` for each accepted socket (a blocking socket)."""
+        self._callback = cb
+
+    def listen(self) -> None:
+        """Start listening and watching for connections. Loop thread only."""
+        self._loop.assert_in_loop_thread()
+        if self._listening or self._closed:
+            return
+        self._sock.listen(_LISTEN_BACKLOG)
+        self._listening = True
+        self._watch()
+
+    def _watch(self) -> None:
+        self._resume_timer = None
+        if self._listening and not self._watching:
+            self._loop.register(self._sock, selectors.EVENT_READ, self.handle_read)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.unregister(self._sock)
+            self._watching = False
+
+    def handle_read(self, _mask: int = selectors.EVENT_READ) -> None:
+        """Accept a bounded batch of pending connections. Loop thread only."""
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                conn, peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if not self._on_accept_error(exc):
+                    return
+                continue
+            if self._callback is None:
+                conn.close()
+            else:
+                self._callback(conn, peer)
+
+    def _on_accept_error(self, exc: OSError) -> bool:
+        """Handle a failed accept(); return True to keep accepting in this batch."""
+        if exc.errno in _OUT_OF_FDS:
+            # The backlog stays queued in the kernel; watching the socket now
+            # would make select() return at once for ever, so pause instead.
+            logger.warning("accept: %s; pausing accepts for %.1fs", exc, _EMFILE_PAUSE_SECONDS)
+            self._unwatch()
+            self._resume_timer = self._loop.run_after(_EMFILE_PAUSE_SECONDS, self._watch)
+            return False
+        # ECONNABORTED, EPROTO, EPERM (firewall) concern one peer only.
+        logger.info("accept: %s", exc)
+        return True
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket. Loop thread only."""
+        self._loop.assert_in_loop_thread()
+        if self._closed:
+            return
+        self._closed = True
+        self._unwatch()
+        if self._resume_timer is not None:
+            self._loop.cancel(self._resume_timer)
+        self._listening = False
+        self._sock.close()
+
+
+class TcpServer:
+    """A multi-reactor TCP server: accepts in ``loop``, serves in a thread pool.
+
+    Methods are for the server loop's thread (or before ``loop.loop()`` in its
+    creator thread) unless marked "safe from any thread".
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        listen_addr: tuple[str, int],
+        name: str,
+        reuse_port: bool = False,
+    ) -> None:
+        self._loop = loop
+        self.name = name
+        self._acceptor = Acceptor(loop, listen_addr, reuse_port)
+        self._acceptor.set_new_connection_callback(self._new_connection)
+        self._pool = EventLoopThreadPool(loop, name)
+        self._num_threads = 0
+        self._connection_cb: ConnectionCallback = default_connection_callback
+        self._message_cb: MessageCallback = default_message_callback
+        self._write_complete_cb: WriteCompleteCallback | None = None
+        self._lock = threading.Lock()  # guards _connections for connections()
+        self._connections: dict[str, TcpConnection] = {}
+        self._next_conn_id = 1
+        self._started = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` actually bound. Safe from any thread."""
+        return self._acceptor.address
+
+    @property
+    def loop(self) -> EventLoop:
+        return self._loop
+
+    @property
+    def thread_pool(self) -> EventLoopThreadPool:
+        return self._pool
+
+    def set_thread_num(self, n: int) -> None:
+        """Number of sub-reactor threads (0: serve in ``loop`` too). Before ``start``."""
+        if n < 0:
+            raise ValueError("thread count must be >= 0")
+        self._num_threads = n
+
+    def set_connection_callback(self, cb: ConnectionCallback) -> None:
+        """``cb(conn)`` on establish and teardown (``conn.connected`` tells). Before ``start``."""
+        self._connection_cb = cb
+
+    def set_message_callback(self, cb: MessageCallback) -> None:
+        """``cb(conn, buffer, receive_time)`` in the connection's loop. Before ``start``."""
+        self._message_cb = cb
+
+    def set_write_complete_callback(self, cb: WriteCompleteCallback | None) -> None:
+        """``cb(conn)`` when a connection's output drains. Before ``start``."""
+        self._write_complete_cb = cb
+
+    def start(self) -> None:
+        """Start the pool and listen. Idempotent. Server loop thread (or before ``loop()``)."""
+        if self._started:
+            return
+        self._started = True
+        raise_nofile_limit()
+        self._pool.start(self._num_threads)
+        self._loop.run_in_loop(self._acceptor.listen)
+
+    def stop_accepting(self) -> None:
+        """Stop accepting and close the listening socket. Safe from any thread."""
+        self._loop.run_in_loop(self._acceptor.close)
+
+    def stop(self) -> None:
+        """Stop accepting, destroy every connection and join the pool. Server loop thread.
+
+        Connections are destroyed in their own loops before those loops quit.
+        """
+        self._loop.assert_in_loop_thread()
+        self._acceptor.close()
+        with self._lock:
+            conns = list(self._connections.values())
+            self._connections.clear()
+        for conn in conns:
+            conn.loop.run_in_loop(conn.connect_destroyed)
+        self._pool.stop()
+
+    def connections(self) -> list[TcpConnection]:
+        """A snapshot of the live connections. Safe from any thread."""
+        with self._lock:
+            return list(self._connections.values())
+
+    def _new_connection(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        io_loop = self._pool.next_loop()
+        name = f"{self.name}-{peer[0]}:{peer[1]}#{self._next_conn_id}"
+        self._next_conn_id += 1
+        try:
+            conn = TcpConnection(io_loop, name, sock, peer)
+        except OSError as exc:  # the peer is already gone (getsockname failed)
+            logger.info("%s: dropped at accept: %s", name, exc)
+            sock.close()
+            return
+        conn.set_connection_callback(self._connection_cb)
+        conn.set_message_callback(self._message_cb)
+        conn.set_write_complete_callback(self._write_complete_cb)
+        conn.set_close_callback(self._remove_connection)
+        with self._lock:
+            self._connections[name] = conn
+        io_loop.run_in_loop(conn.connect_established)
+
+    def _remove_connection(self, conn: TcpConnection) -> None:
+        # Runs in conn's loop; the map belongs to the server loop.
+        self._loop.run_in_loop(partial(self._remove_connection_in_loop, conn))
+
+    def _remove_connection_in_loop(self, conn: TcpConnection) -> None:
+        with self._lock:
+            self._connections.pop(conn.name, None)
+        # Queued, not run, so the close handler that got us here unwinds first.
+        conn.loop.queue_in_loop(conn.connect_destroyed)
