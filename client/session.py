@@ -86,7 +86,6 @@ class ChatSession:
             self.pushed.append(msg)
 
     def request(self, msg: Message, reply_id: int, timeout: float | None = None) -> Message:
-        self.send(msg)
         """Send ``msg`` and return its reply.
 
         With a ``seq`` the reply is whatever frame echoes it (an ERROR_MSG too);

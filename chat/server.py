@@ -1,0 +1,148 @@
+"""``python -m chat.server``: the chat server process.
+
+The main thread runs the main reactor (accepting); ``-t N`` sub-reactor
+threads own the connections and run the service's handlers.  SIGINT/SIGTERM
+stop accepting, mark this process's users offline, flush and close the
+connections, and exit within a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from chat.bus import Bus, LocalBus
+from chat.protocol import DEFAULT_MAX_FRAME, FrameDecoder
+from chat.service import ChatService
+from chat.session import Session
+from chat.store import open_store
+from reactor import Buffer, EventLoop, TcpConnection, TcpServer
+
+log = logging.getLogger("chat.server")
+
+SHUTDOWN_GRACE = 3.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m chat.server", description=__doc__.split("\n")[0])
+    p.add_argument("-H", "--host", default=env("CHAT_HOST", "127.0.0.1"),
+                   help="address to listen on (CHAT_HOST, default 127.0.0.1)")
+    p.add_argument("-p", "--port", type=int, default=int(env("CHAT_PORT", "6000")),
+                   help="port; 0 picks a free one (CHAT_PORT, default 6000)")
+    p.add_argument("-t", "--threads", type=int, default=int(env("CHAT_THREADS", "4")),
+                   help="sub-reactor threads; 0 runs everything on one loop (CHAT_THREADS)")
+    p.add_argument("--db", default=env("CHAT_DB", "sqlite:///chat.db"),
+                   help="sqlite:///PATH or mysql://USER:PASS@HOST:PORT/DB (CHAT_DB)")
+    p.add_argument("--redis", default=env("CHAT_REDIS") or None,
+                   help="redis://HOST:PORT/DB to join a cluster (CHAT_REDIS, default none)")
+    p.add_argument("--server-id", default=env("CHAT_SERVER_ID") or None,
+                   help="this process's name in the cluster (CHAT_SERVER_ID, default HOST:PORT)")
+    p.add_argument("--max-frame", type=int,
+                   default=int(env("CHAT_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
+                   help="largest request frame in bytes (CHAT_MAX_FRAME, default 65536)")
+    p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
+                   help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
+    return p.parse_args(argv)
+
+
+def make_bus(url: str | None, server_id: str) -> Bus:
+    if not url:
+        return LocalBus()
+    from chat.redisbus import RedisBus  # needs the redis extra
+
+    return RedisBus(url, server_id)
+
+
+class ChatServer:
+    """Wires a TcpServer to a ChatService; the entry point's glue and nothing more."""
+
+    def __init__(self, loop: EventLoop, args: argparse.Namespace) -> None:
+        self.loop = loop
+        self.max_frame = args.max_frame
+        self.tcp = TcpServer(loop, (args.host, args.port), "chat")
+        self.tcp.set_thread_num(args.threads)
+        self.tcp.set_connection_callback(self.on_connection)
+        self.tcp.set_message_callback(self.on_message)
+        host, port = self.tcp.address[:2]
+        self.server_id = args.server_id or f"{socket.gethostname()}:{args.port or port}"
+        store = open_store(args.db)
+        self.service = ChatService(store, make_bus(args.redis, self.server_id), self.server_id)
+        self._stopping = False
+
+    def start(self) -> None:
+        self.service.start()
+        self.tcp.start()
+        host, port = self.tcp.address[:2]
+        log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
+
+    def on_connection(self, conn: TcpConnection) -> None:
+        if conn.connected:
+            conn.context = Session(
+                post=conn.loop.queue_in_loop, decoder=FrameDecoder(self.max_frame)
+            )
+        elif isinstance(conn.context, Session):
+            self.service.on_disconnect(conn, conn.context)
+
+    def on_message(self, conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
+        self.service.on_data(conn, conn.context, buf.retrieve_all())
+
+    # -- shutdown --------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Main loop thread: stop accepting, log this process's users out, drain, quit."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("shutting down")
+        self.tcp.stop_accepting()
+        self.service.shutdown()
+        for conn in self.tcp.connections():
+            conn.shutdown()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        self.loop.run_every(0.05, lambda: self._quit_when_drained(deadline))
+
+    def _quit_when_drained(self, deadline: float) -> None:
+        remaining = self.tcp.connections()
+        if remaining and time.monotonic() < deadline:
+            return
+        for conn in remaining:
+            conn.force_close()
+        self.loop.quit()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    loop = EventLoop()
+    try:
+        server = ChatServer(loop, args)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+
+    def on_signal(signum: int, frame: Any) -> None:
+        loop.queue_in_loop(server.stop)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.start()
+    loop.loop()
+    server.tcp.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""The chat business: a dispatch table from msgid to handler, and routing.
+
+Theory of operation
+-------------------
+Handlers run in the loop thread of the connection that sent the request.  The
+only shared state is ``_online`` (user id -> connection), guarded by
+``_lock``, which is held for map operations only, never across I/O or a
+database call.
+
+Routing a message to a user (``_route``): a connection in ``_online`` gets it
+at once through ``conn.send`` (which hops to the owning loop); otherwise the
+bus is asked (another process of the cluster may hold the user); otherwise it
+is stored offline.  Storing races with the user logging in: the sender may
+miss the user in ``_online`` just before the login registers it, and store
+after the login fetched the offline messages.  So after storing, the sender
+looks again and, if the user is now here, asks the user's own loop to flush
+the offline messages (``_kick``).  Login and flushes run in that one loop
+thread, one after the other, so no message is delivered twice.
+
+Replies are checked in the order PROTOCOL.md gives: frame, msgid known,
+logged in, fields, identity, business rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import orjson
+
+from chat.bus import Bus
+from chat.protocol import (
+    ACKED_REQUESTS,
+    LEGACY_SUPPRESSED,
+    BadField,
+    Errno,
+    FrameError,
+    Message,
+    MsgId,
+    error_reply,
+    opt_int,
+    opt_str,
+    req_int,
+    req_str,
+    to_legacy_login_ack,
+)
+from chat.session import Connection, Session
+from chat.store import GroupNameTaken, NameTaken, Store, StoreUnavailable
+
+log = logging.getLogger("chat.service")
+
+Handler = Callable[[Connection, Session, Message], None]
+
+
+class RequestFailed(Exception):
+    """A request the business rules refuse; becomes the reply's errno/errmsg."""
+
+    def __init__(self, errno: Errno, errmsg: str) -> None:
+        super().__init__(errmsg)
+        self.errno = errno
+        self.errmsg = errmsg
+
+
+class ChatService:
+    def __init__(self, store: Store, bus: Bus, server_id: str) -> None:
+        self.store = store
+        self.bus = bus
+        self.server_id = server_id
+        self._lock = threading.Lock()
+        self._online: dict[int, Connection] = {}
+        self._handlers: dict[int, Handler] = {
+            MsgId.LOGIN_MSG: self.login,
+            MsgId.REG_MSG: self.register,
+            MsgId.ONE_CHAT_MSG: self.one_chat,
+            MsgId.ADD_FRIEND_MSG: self.add_friend,
+            MsgId.CREATE_GROUP_MSG: self.create_group,
+            MsgId.ADD_GROUP_MSG: self.add_group,
+            MsgId.GROUP_CHAT_MSG: self.group_chat,
+            MsgId.LOGINOUT_MSG: self.logout,
+        }
+        self._anonymous = frozenset({MsgId.LOGIN_MSG, MsgId.REG_MSG})
+
+    def start(self) -> None:
+        """Clear what a crash of this server left online, then start routing."""
+        cleared = self.store.reset_server(self.server_id)
+        if cleared:
+            log.info("cleared %d stale online state(s) of server %s", cleared, self.server_id)
+        self.bus.start(self.deliver_from_bus)
+
+    # -- frames in -------------------------------------------------------------
+
+    def on_data(self, conn: Connection, session: Session, data: bytes) -> None:
+        """Loop thread of ``conn``: decode and handle every complete frame, in order."""
+        for item in session.decoder.feed(data):
+            if isinstance(item, FrameError):
+                self._reply_error(conn, session, item.errno, item.errmsg, None)
+                if item.fatal:
+                    log.info("%s: %s, closing", conn.name, item.errmsg)
+                    conn.force_close() if session.legacy else conn.shutdown()
+                    return
+            else:
+                self.handle(conn, session, item)
+
+    def handle(self, conn: Connection, session: Session, msg: Message) -> None:
+        msgid = msg.get("msgid")
+        handler = self._handlers.get(msgid) if type(msgid) is int else None
+        try:
+            if handler is None:
+                raise RequestFailed(Errno.BAD_REQUEST, f"unknown msgid {msgid!r}")
+            if session.user_id is None and msgid not in self._anonymous:
+                raise RequestFailed(Errno.NOT_LOGGED_IN, "log in first")
+            seq = msg.get("seq")
+            if seq is not None and (type(seq) is not int and not isinstance(seq, str)):
+                raise RequestFailed(Errno.BAD_REQUEST, "field 'seq' must be an integer or a string")
+            handler(conn, session, msg)
+        except RequestFailed as exc:
+            self._fail(conn, session, msg, exc.errno, exc.errmsg)
+        except BadField as exc:
+            self._fail(conn, session, msg, Errno.BAD_REQUEST, str(exc))
+        except StoreUnavailable as exc:
+            log.warning("%s: msgid %s failed, storage unavailable: %s", conn.name, msgid, exc)
+            self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
+        except Exception:
+            log.exception("%s: bug while handling msgid %r", conn.name, msgid)
+            self._fail(conn, session, msg, Errno.SERVER_ERROR, "internal server error")
+
+    # -- replies out -----------------------------------------------------------
+
+    def _reply(self, conn: Connection, session: Session, request: Message, reply: Message) -> None:
+        if session.legacy:
+            if reply["msgid"] in LEGACY_SUPPRESSED:
+                return
+            if reply["msgid"] == MsgId.LOGIN_MSG_ACK:
+                reply = to_legacy_login_ack(reply)
+        if "seq" in request:
+            reply["seq"] = request["seq"]
+        conn.send(orjson.dumps(reply) + session.terminator)
+
+    def _fail(
+        self, conn: Connection, session: Session, request: Message, errno: Errno, errmsg: str
+    ) -> None:
+        msgid = request.get("msgid")
+        ack = ACKED_REQUESTS.get(msgid) if type(msgid) is int else None
+        if ack is None:
+            self._reply_error(conn, session, errno, errmsg, request)
+        else:
+            self._reply(conn, session, request, {"msgid": ack, "errno": errno, "errmsg": errmsg})
+
+    def _reply_error(
+        self, conn: Connection, session: Session, errno: Errno, errmsg: str,
+        request: Message | None,
+    ) -> None:
+        if not session.legacy:
+            conn.send(orjson.dumps(error_reply(errno, errmsg, request)) + b"\n")
+
+    def _check_identity(self, session: Session, msg: Message) -> None:
+        claimed = opt_int(msg, "id")
+        if claimed is not None and claimed != session.user_id:
+            raise RequestFailed(Errno.FORBIDDEN, "id is not the logged-in user")
+
+    # -- account ---------------------------------------------------------------
+
+    def register(self, conn: Connection, session: Session, msg: Message) -> None:
+        name = req_str(msg, "name", 1, 50)
+        password = req_str(msg, "password", 1, 128)
+        try:
+            user_id = self.store.register(name, password)
+        except NameTaken:
+            raise RequestFailed(Errno.INVALID, "this name is already taken") from None
+        self._reply(conn, session, msg, {"msgid": MsgId.REG_MSG_ACK, "errno": 0, "id": user_id})
+
+    def login(self, conn: Connection, session: Session, msg: Message) -> None:
+        user_id = req_int(msg, "id")
+        password = req_str(msg, "password")
+        if session.user_id is not None:
+            raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
+        user = self.store.authenticate(user_id, password)
+        if user is None:
+            raise RequestFailed(Errno.INVALID, "id or password is invalid!")
+        if not self.store.mark_online(user_id, self.server_id):
+            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
+        session.user_id, session.name = user.id, user.name
+        with self._lock:
+            self._online[user.id] = conn
+        self.bus.subscribe(user.id)
+        try:
+            ack, last_offline = self._login_ack(user.id, user.name)
+        except StoreUnavailable:
+            self._drop_session(conn, session)
+            raise
+        self._reply(conn, session, msg, ack)
+        if last_offline is not None:
+            self.store.delete_offline(user.id, last_offline)
+
+    def _login_ack(self, user_id: int, name: str) -> tuple[Message, int | None]:
+        rows = self.store.fetch_offline(user_id)
+        friends = [
+            {"id": f.id, "name": f.name, "state": f.state} for f in self.store.friends_of(user_id)
+        ]
+        groups = [
+            {
+                "id": g.id,
+                "groupname": g.name,
+                "groupdesc": g.desc,
+                "users": [
+                    {"id": m.id, "name": m.name, "state": m.state, "role": m.role}
+                    for m in g.members
+                ],
+            }
+            for g in self.store.groups_of(user_id)
+        ]
+        ack: Message = {
+            "msgid": MsgId.LOGIN_MSG_ACK,
+            "errno": 0,
+            "id": user_id,
+            "name": name,
+            "offlinemsg": [orjson.loads(text) for _, text in rows],
+            "friends": friends,
+            "groups": groups,
+        }
+        return ack, (rows[-1][0] if rows else None)
+
+    def logout(self, conn: Connection, session: Session, msg: Message) -> None:
+        self._check_identity(session, msg)
+        self._drop_session(conn, session)
+        self._reply(conn, session, msg, {"msgid": MsgId.LOGINOUT_MSG_ACK, "errno": 0})
+
+    def on_disconnect(self, conn: Connection, session: Session) -> None:
+        """The connection is gone: its user, if any, is offline at once."""
+        if session.user_id is not None:
+            try:
+                self._drop_session(conn, session)
+            except StoreUnavailable as exc:
+                log.warning("could not mark user offline: %s", exc)
+
+    def _drop_session(self, conn: Connection, session: Session) -> None:
+        user_id = session.user_id
+        if user_id is None:
+            return
+        session.user_id = session.name = None
+        with self._lock:
+            if self._online.get(user_id) is conn:
+                del self._online[user_id]
+        self.bus.unsubscribe(user_id)
+        self.store.mark_offline(user_id, self.server_id)
+
+    # -- friends and groups ----------------------------------------------------
+
+    def add_friend(self, conn: Connection, session: Session, msg: Message) -> None:
+        friend_id = req_int(msg, "friendid")
+        self._check_identity(session, msg)
+        assert session.user_id is not None
+        if friend_id == session.user_id:
+            raise RequestFailed(Errno.BAD_REQUEST, "you cannot befriend yourself")
+        friend = self.store.get_user(friend_id)
+        if friend is None:
+            raise RequestFailed(Errno.NOT_FOUND, f"user {friend_id} does not exist")
+        self.store.add_friend(session.user_id, friend_id)
+        reply = {"id": friend.id, "name": friend.name, "state": friend.state}
+        self._reply(conn, session, msg,
+                    {"msgid": MsgId.ADD_FRIEND_MSG_ACK, "errno": 0, "friend": reply})
+
+    def create_group(self, conn: Connection, session: Session, msg: Message) -> None:
+        name = req_str(msg, "groupname", 1, 50)
+        desc = req_str(msg, "groupdesc", 0, 200)
+        self._check_identity(session, msg)
+        assert session.user_id is not None
+        try:
+            group_id = self.store.create_group(session.user_id, name, desc)
+        except GroupNameTaken:
+            raise RequestFailed(Errno.CONFLICT, "this group name is already taken") from None
+        self._reply(conn, session, msg,
+                    {"msgid": MsgId.CREATE_GROUP_MSG_ACK, "errno": 0, "groupid": group_id})
+
+    def add_group(self, conn: Connection, session: Session, msg: Message) -> None:
+        group_id = req_int(msg, "groupid")
+        self._check_identity(session, msg)
+        assert session.user_id is not None
+        if not self.store.join_group(group_id, session.user_id):
+            raise RequestFailed(Errno.NOT_FOUND, f"group {group_id} does not exist")
+        self._reply(conn, session, msg,
+                    {"msgid": MsgId.ADD_GROUP_MSG_ACK, "errno": 0, "groupid": group_id})
+
+    # -- chat ------------------------------------------------------------------
+
+    def one_chat(self, conn: Connection, session: Session, msg: Message) -> None:
+        to = req_int(msg, "to" if "to" in msg else "toid")
+        text = req_str(msg, "msg")
+        sent_at = opt_str(msg, "time") or _now()
+        self._check_identity(session, msg)
+        payload = orjson.dumps({
+            "msgid": MsgId.ONE_CHAT_MSG, "id": session.user_id, "name": session.name,
+            "to": to, "msg": text, "time": sent_at,
+        })
+        if self._send_live(to, payload):
+            state = "delivered"
+        elif self.store.get_user(to) is None:
+            raise RequestFailed(Errno.NOT_FOUND, f"user {to} does not exist")
+        else:
+            self._store_offline([(to, payload)])
+            state = "stored"
+        self._ack_chat(conn, session, msg, state)
+
+    def group_chat(self, conn: Connection, session: Session, msg: Message) -> None:
+        group_id = req_int(msg, "groupid")
+        text = req_str(msg, "msg")
+        sent_at = opt_str(msg, "time") or _now()
+        self._check_identity(session, msg)
+        members = self.store.group_member_ids(group_id)
+        if members is None:
+            raise RequestFailed(Errno.NOT_FOUND, f"group {group_id} does not exist")
+        if session.user_id not in members:
+            raise RequestFailed(Errno.FORBIDDEN, "you are not a member of this group")
+        payload = orjson.dumps({
+            "msgid": MsgId.GROUP_CHAT_MSG, "id": session.user_id, "name": session.name,
+            "groupid": group_id, "msg": text, "time": sent_at,
+        })
+        offline = [
+            (member, payload)
+            for member in members
+            if member != session.user_id and not self._send_live(member, payload)
+        ]
+        if offline:
+            self._store_offline(offline)
+        self._ack_chat(conn, session, msg, "delivered")
+
+    def _ack_chat(self, conn: Connection, session: Session, msg: Message, state: str) -> None:
+        if "seq" in msg:
+            self._reply(conn, session, msg, {
+                "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"], "state": state,
+            })
+
+    # -- routing ---------------------------------------------------------------
+
+    def _send_live(self, user_id: int, payload: bytes) -> bool:
+        """Deliver to the user's connection here, or through the bus; False if neither."""
+        with self._lock:
+            conn = self._online.get(user_id)
+        if conn is not None:
+            session: Session = conn.context
+            conn.send(payload + session.terminator)
+            return True
+        return self.bus.publish(user_id, payload)
+
+    def _store_offline(self, items: list[tuple[int, bytes]]) -> None:
+        self.store.store_offline_many([(uid, payload.decode()) for uid, payload in items])
+        for user_id, _ in items:
+            self._kick(user_id)
+
+    def _kick(self, user_id: int) -> None:
+        """If the user logged in here meanwhile, flush its offline messages in its loop."""
+        with self._lock:
+            conn = self._online.get(user_id)
+        if conn is not None:
+            session: Session = conn.context
+            session.post(lambda: self._flush_offline(conn, session, user_id))
+
+    def _flush_offline(self, conn: Connection, session: Session, user_id: int) -> None:
+        if session.user_id != user_id:
+            return
+        try:
+            rows = self.store.fetch_offline(user_id)
+            if rows:
+                conn.send(b"".join(text.encode() + session.terminator for _, text in rows))
+                self.store.delete_offline(user_id, rows[-1][0])
+        except StoreUnavailable as exc:
+            log.warning("offline flush for user %d postponed: %s", user_id, exc)
+
+    def deliver_from_bus(self, user_id: int, payload: bytes) -> None:
+        """Bus thread: a message for a user this process held; offline if it left."""
+        with self._lock:
+            conn = self._online.get(user_id)
+        if conn is not None:
+            session: Session = conn.context
+            conn.send(payload + session.terminator)
+            return
+        try:
+            self._store_offline([(user_id, payload)])
+        except StoreUnavailable as exc:
+            log.error("message for user %d lost, storage unavailable: %s", user_id, exc)
+
+    # -- shutdown --------------------------------------------------------------
+
+    def online_count(self) -> int:
+        with self._lock:
+            return len(self._online)
+
+    def shutdown(self) -> None:
+        """Mark every user of this process offline (only this process's users)."""
+        with self._lock:
+            users = list(self._online)
+            self._online.clear()
+        for user_id in users:
+            self.bus.unsubscribe(user_id)
+        try:
+            self.store.reset_server(self.server_id)
+        except StoreUnavailable as exc:
+            log.warning("could not mark users offline at shutdown: %s", exc)
+        self.bus.close()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")

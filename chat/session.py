@@ -1,0 +1,48 @@
+"""Per-connection state and the connection interface the service relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chat.protocol import DEFAULT_MAX_FRAME, Dialect, FrameDecoder
+
+
+class Connection(Protocol):
+    """What the business layer may do with a connection (reactor's TcpConnection)."""
+
+    context: Any
+
+    @property
+    def name(self) -> str: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def force_close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Session:
+    """What the server knows about one connection; kept in ``conn.context``.
+
+    ``post`` runs a callable in the connection's own loop thread (the entry
+    point wires it to the loop's ``queue_in_loop``), so work that must not
+    interleave with the connection's handlers, such as flushing offline
+    messages, can be sent there from other threads.
+    """
+
+    post: Callable[[Callable[[], None]], None]
+    decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(DEFAULT_MAX_FRAME))
+    user_id: int | None = None
+    name: str | None = None
+
+    @property
+    def legacy(self) -> bool:
+        return self.decoder.dialect is Dialect.LEGACY
+
+    @property
+    def terminator(self) -> bytes:
+        return b"\0" if self.decoder.dialect is Dialect.LEGACY else b"\n"
