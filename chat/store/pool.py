@@ -74,6 +74,12 @@ def _mysql_args(config: Config, with_db: bool = True) -> dict[str, Any]:
     return args
 
 
+def _mysql_alive(con: Any) -> bool:
+    # Our own check: DBUtils would call ping(False), deprecated in mysqlclient 2.2.
+    con.ping()
+    return True
+
+
 def _make_pooled(config: Config) -> tuple[PooledDB, ModuleType]:
     size = config.options["pool_size"]
     common = {"mincached": 0, "maxcached": size, "maxconnections": size, "blocking": True}
@@ -89,8 +95,9 @@ def _make_pooled(config: Config) -> tuple[PooledDB, ModuleType]:
     # READ COMMITTED: each statement sees the latest commits, and InnoDB takes
     # fewer gap locks, so concurrent INSERT IGNOREs deadlock less.
     session = ["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"]
-    pool = PooledDB(mysql, setsession=session, ping=config.options["ping"], **common,
-                    **_mysql_args(config))
+    flag = config.options["ping"]
+    pool = PooledDB(mysql, setsession=session, ping=(flag, _mysql_alive) if flag else 0,
+                    **common, **_mysql_args(config))
     return pool, mysql
 
 
