@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from chat.store import StoreUnavailable, User, open_store
+from chat.store import Store, StoreUnavailable, User, open_store
 from tests.support.mariadb_server import MariaDBServer, free_port
 
 
-def _unavailable_calls(store, uid: int) -> None:  # type: ignore[no-untyped-def]
+def _unavailable_calls(store: Store, uid: int) -> None:
     for call in (lambda: store.get_user(uid), lambda: store.register("during", "pw"),
                  lambda: store.store_offline(uid, "lost?"), lambda: store.fetch_offline(uid)):
         start = time.monotonic()
