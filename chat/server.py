@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import selectors
 import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chat.bus import Bus, LocalBus
@@ -118,6 +119,39 @@ class ChatServer:
         self.loop.quit()
 
 
+def watch_signals(loop: EventLoop, on_stop: Callable[[], None]) -> None:
+    """SIGINT/SIGTERM call ``on_stop`` in the loop thread.
+
+    A Python signal handler runs in the main thread between bytecodes, possibly
+    while the loop sits in select(); the C-level handler writing the signal
+    number to a socket the loop watches is what wakes it (as asyncio does).
+    """
+    rsock, wsock = socket.socketpair()
+    rsock.setblocking(False)
+    wsock.setblocking(False)
+    signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+
+    def on_wakeup(mask: int) -> None:
+        try:
+            signums = rsock.recv(64)
+        except BlockingIOError:
+            return
+        if any(n in (signal.SIGINT, signal.SIGTERM) for n in signums):
+            on_stop()
+
+    loop.register(rsock, selectors.EVENT_READ, on_wakeup)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore_here)
+    _keep_alive.extend((rsock, wsock))
+
+
+_keep_alive: list[socket.socket] = []
+
+
+def _ignore_here(signum: int, frame: Any) -> None:
+    """The wakeup socket carries the signal to the loop; nothing to do here."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -132,11 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
 
-    def on_signal(signum: int, frame: Any) -> None:
-        loop.queue_in_loop(server.stop)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    watch_signals(loop, server.stop)
     server.start()
     loop.loop()
     server.tcp.stop()

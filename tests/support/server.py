@@ -32,6 +32,7 @@ class ServerProcess:
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self._listening = threading.Event()
+        self._log_closed = False
         self._lines_changed = threading.Condition()
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
@@ -40,7 +41,10 @@ class ServerProcess:
             env=self.env,
         )
         threading.Thread(target=self._read_log, daemon=True).start()
-        if not self._listening.wait(timeout):
+        with self._lines_changed:
+            self._lines_changed.wait_for(
+                lambda: self._listening.is_set() or self._log_closed, timeout)
+        if not self._listening.is_set():
             self.kill()
             raise RuntimeError("server did not start:\n" + "".join(self.lines[-30:]))
         return self
@@ -56,6 +60,7 @@ class ServerProcess:
                 self.port = int(m.group(2))
                 self._listening.set()
         with self._lines_changed:
+            self._log_closed = True
             self._lines_changed.notify_all()
 
     def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
