@@ -59,7 +59,8 @@ def make_bus(url: str | None, server_id: str) -> Bus:
         return LocalBus()
     from chat.redisbus import RedisBus  # needs the redis extra
 
-    return RedisBus(url, server_id)
+    bus: Bus = RedisBus(url, server_id)
+    return bus
 
 
 class ChatServer:
