@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import socket
 import struct
 import threading
@@ -225,3 +226,43 @@ def test_peer_count_matches_loops(make_server: ServerFactory) -> None:
     assert sorted(per_loop.values()) == [3, 3, 3]
     for s in socks:
         s.close()
+
+
+class _FdExhaustedSocket:
+    """Wraps the listening socket: accept() fails with EMFILE while ``failing``."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.failing = True
+        self.hits: list[float] = []
+        self.cond = threading.Condition()
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.failing:
+            with self.cond:
+                self.hits.append(time.monotonic())
+                self.cond.notify_all()
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.real.accept()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_accept_pauses_on_emfile_instead_of_spinning(make_server: ServerFactory) -> None:
+    server = make_server()
+    acceptor = server._acceptor
+    fake = _FdExhaustedSocket(acceptor._sock)
+    call_in_loop(server.loop, lambda: setattr(acceptor, "_sock", fake))
+    with connect(server) as sock:
+        with fake.cond:
+            assert fake.cond.wait_for(lambda: len(fake.hits) >= 3, WAIT)
+            hits = list(fake.hits)
+        # A spinning loop would retry within microseconds; the pause is 0.1 s.
+        assert hits[2] - hits[0] >= 0.15
+        fake.failing = False
+        sock.sendall(b"served after the pause")
+        assert recv_exact(sock, 22) == b"served after the pause"
