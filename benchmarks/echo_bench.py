@@ -166,7 +166,7 @@ def run(cells: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
     # All servers stay up (an idle one costs nothing) and each cell visits
     # them in turn, so a burst of load on this shared machine skews one cell
     # of every server rather than every cell of one server.
-    results: dict[str, dict[tuple[int, int], float]] = {kind: {} for kind in SERVERS}
+    rates: dict[str, dict[tuple[int, int], float]] = {kind: {} for kind in SERVERS}
     cpu_us: dict[str, dict[tuple[int, int], float | None]] = {kind: {} for kind in SERVERS}
     servers = {}
     try:
@@ -176,9 +176,8 @@ def run(cells: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
             for kind in SERVERS:
                 proc, address = servers[kind]
                 cpu_before = process_cpu_seconds(proc.pid)
-                rate = drive(address, *cell, seconds)
+                rate = rates[kind][cell] = drive(address, *cell, seconds)
                 cpu_after = process_cpu_seconds(proc.pid)
-                results[kind][cell] = rate
                 cpu_us[kind][cell] = (
                     None if cpu_before is None or cpu_after is None or rate == 0
                     else (cpu_after - cpu_before) / (rate * seconds) * 1e6
@@ -187,19 +186,25 @@ def run(cells: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(10)
-    rows = []
-    for conns, size in cells:
-        row: dict[str, Any] = {"connections": conns, "message_bytes": size}
-        for kind in SERVERS:
-            row[kind] = round(results[kind][(conns, size)], 1)
-            cpu = cpu_us[kind][(conns, size)]
-            row[f"{kind}_server_cpu_us_per_msg"] = None if cpu is None else round(cpu, 2)
-        base = row["asyncio"] or 1.0
-        row["ratio_reactor0_asyncio"] = round(row["reactor-0"] / base, 3)
-        row["ratio_reactor4_asyncio"] = round(row["reactor-4"] / base, 3)
-        rows.append(row)
+    rows = [summary_row(cell, rates, cpu_us) for cell in cells]
     return {"unit": "messages/s", "seconds_per_cell": seconds, "machine": machine(),
             "cells": rows}
+
+
+def summary_row(
+    cell: tuple[int, int],
+    rates: dict[str, dict[tuple[int, int], float]],
+    cpu_us: dict[str, dict[tuple[int, int], float | None]],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"connections": cell[0], "message_bytes": cell[1]}
+    for kind in SERVERS:
+        row[kind] = round(rates[kind][cell], 1)
+        cpu = cpu_us[kind][cell]
+        row[f"{kind}_server_cpu_us_per_msg"] = None if cpu is None else round(cpu, 2)
+    base = row["asyncio"] or 1.0
+    row["ratio_reactor0_asyncio"] = round(row["reactor-0"] / base, 3)
+    row["ratio_reactor4_asyncio"] = round(row["reactor-4"] / base, 3)
+    return row
 
 
 def print_table(summary: dict[str, Any]) -> None:

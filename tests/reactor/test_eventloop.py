@@ -57,11 +57,9 @@ def test_run_every_repeats_until_cancelled(loop_thread: EventLoop) -> None:
 
 def test_queue_in_loop_from_many_threads_runs_each_once_in_loop(loop_thread: EventLoop) -> None:
     n_threads, per_thread = 8, 10_000
-    counts = [0] * (n_threads * per_thread)
-    wrong_thread: list[int] = []
+    counts, wrong_thread = [0] * (n_threads * per_thread), []
     loop_ident = call_in_loop(loop_thread, threading.get_ident)
-    all_done = threading.Event()
-    remaining = [n_threads * per_thread]
+    all_done, remaining = threading.Event(), [n_threads * per_thread]
 
     def make(i: int):  # type: ignore[no-untyped-def]
         def cb() -> None:
@@ -81,9 +79,9 @@ def test_queue_in_loop_from_many_threads_runs_each_once_in_loop(loop_thread: Eve
     threads = [threading.Thread(target=producer, args=(t,)) for t in range(n_threads)]
     for th in threads:
         th.start()
+    assert all_done.wait(WAIT)
     for th in threads:
         th.join(WAIT)
-    assert all_done.wait(WAIT)
     assert not wrong_thread
     assert set(counts) == {1}
 
