@@ -70,6 +70,7 @@ class ChatService:
         self.server_id = server_id
         self._lock = threading.Lock()
         self._online: dict[int, Connection] = {}
+        self._claiming: set[int] = set()  # logins between the checks and ``_online``
         self._handlers: dict[int, Handler] = {
             MsgId.LOGIN_MSG: self.login,
             MsgId.REG_MSG: self.register,
@@ -179,20 +180,45 @@ class ChatService:
         user = self.store.authenticate(user_id, password)
         if user is None:
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
-        if not self.store.mark_online(user_id, self.server_id):
-            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
+        self._claim(user_id, conn)
         session.user_id, session.name = user.id, user.name
-        with self._lock:
-            self._online[user.id] = conn
         self.bus.subscribe(user.id)
         try:
             ack, last_offline = self._login_ack(user.id, user.name)
+            # Delete before replying: if the delete fails the login fails with
+            # errno 9 and the messages stay stored for the retry (no duplicate).
+            if last_offline is not None:
+                self.store.delete_offline(user.id, last_offline)
         except StoreUnavailable:
             self._drop_session(conn, session)
             raise
         self._reply(conn, session, msg, ack)
-        if last_offline is not None:
-            self.store.delete_offline(user.id, last_offline)
+
+    def _claim(self, user_id: int, conn: Connection) -> None:
+        """Mark the user online here and in ``_online``, or raise errno 2.
+
+        A row that says "online on this server" for a user this process does
+        not hold was left by a mark_offline that failed (database outage), so
+        it is taken over; ``_claiming`` keeps two logins of one user on this
+        server from both doing so.
+        """
+        with self._lock:
+            busy = user_id in self._online or user_id in self._claiming
+            if not busy:
+                self._claiming.add(user_id)
+        if busy:
+            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
+        try:
+            if not self.store.mark_online(user_id, self.server_id):
+                if self.store.holder(user_id) != self.server_id:
+                    raise RequestFailed(Errno.ALREADY_ONLINE,
+                                        "this account is using, input another!")
+                log.info("user %d: taking over a stale online state of this server", user_id)
+            with self._lock:
+                self._online[user_id] = conn
+        finally:
+            with self._lock:
+                self._claiming.discard(user_id)
 
     def _login_ack(self, user_id: int, name: str) -> tuple[Message, int | None]:
         rows = self.store.fetch_offline(user_id)
@@ -244,7 +270,12 @@ class ChatService:
             if self._online.get(user_id) is conn:
                 del self._online[user_id]
         self.bus.unsubscribe(user_id)
-        self.store.mark_offline(user_id, self.server_id)
+        try:
+            self.store.mark_offline(user_id, self.server_id)
+        except StoreUnavailable as exc:
+            # Offline here all the same; the next login here takes the row over.
+            log.warning("user %d left, but is still marked online in the database: %s",
+                        user_id, exc)
 
     # -- friends and groups ----------------------------------------------------
 
@@ -362,9 +393,9 @@ class ChatService:
             return
         try:
             rows = self.store.fetch_offline(user_id)
-            if rows:
-                conn.send(b"".join(text.encode() + session.terminator for _, text in rows))
+            if rows:  # delete first: a failed delete leaves them for later, never twice
                 self.store.delete_offline(user_id, rows[-1][0])
+                conn.send(b"".join(text.encode() + session.terminator for _, text in rows))
         except StoreUnavailable as exc:
             log.warning("offline flush for user %d postponed: %s", user_id, exc)
 

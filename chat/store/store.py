@@ -98,6 +98,11 @@ class Store:
             (server_id, user_id))
         return changed == 1
 
+    def holder(self, user_id: int) -> str | None:
+        """The server the user is marked online on, or None."""
+        rows = self._read("SELECT server FROM user WHERE id=? AND state='online'", (user_id,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def mark_offline(self, user_id: int, server_id: str) -> None:
         """Set the user offline, but only if ``server_id`` holds it online."""
         self._write(f"{_SET_OFFLINE} WHERE id=? AND server=?", (user_id, server_id))

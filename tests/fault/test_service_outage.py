@@ -1,0 +1,140 @@
+"""Storage failing in the middle of a login or a flush, in process.
+
+A real SQLite store whose chosen methods raise StoreUnavailable stands in for
+a database that goes away between two calls of one request, which a real
+restart can hardly hit on purpose.  The end-to-end outage test is
+tests/e2e/test_mysql_fault.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from chat.bus import LocalBus
+from chat.protocol import Errno, MsgId
+from chat.service import ChatService
+from chat.session import Session
+from chat.store import Store, StoreUnavailable, open_store
+
+
+class FlakyStore:
+    """Delegates to a real store; the methods named in ``failing`` raise instead."""
+
+    def __init__(self, store: Store) -> None:
+        self.real = store
+        self.failing: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.real, name)
+        if name in self.failing:
+            def fail(*args: object) -> None:
+                raise StoreUnavailable(f"{name}: simulated outage")
+            return fail
+        return attr
+
+
+class FakeConn:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.context: Session = Session(post=lambda fn: fn())
+        self.frames: list[dict[str, Any]] = []
+
+    def send(self, data: bytes) -> None:
+        self.frames.extend(orjson.loads(line) for line in data.split(b"\n") if line)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[ChatService, FlakyStore, int]]:
+    store = open_store(f"sqlite:///{tmp_path / 'chat.db'}", password_cost=4)
+    flaky = FlakyStore(store)
+    service = ChatService(flaky, LocalBus(), "s1")  # type: ignore[arg-type]
+    service.start()
+    uid = store.register("carol", "pw")
+    store.store_offline_many([(uid, orjson.dumps({"msgid": 5, "msg": f"m{i}"}).decode())
+                              for i in range(3)])
+    yield service, flaky, uid
+    store.close()
+
+
+def _login(service: ChatService, conn: FakeConn, uid: int) -> dict[str, Any]:
+    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGIN_MSG), "id": uid, "password": "pw"})
+    acks = [f for f in conn.frames if f["msgid"] == MsgId.LOGIN_MSG_ACK]
+    assert len(acks) == 1, conn.frames  # exactly one ACK per login request
+    return acks[0]
+
+
+@pytest.mark.parametrize("midway", ["fetch_offline", "friends_of", "groups_of",
+                                    "delete_offline"])
+def test_login_failing_midway_can_be_retried(
+        world: tuple[ChatService, FlakyStore, int], midway: str) -> None:
+    service, flaky, uid = world
+    flaky.failing = {midway, "mark_offline"}  # the database is gone for the rest
+    conn = FakeConn()
+    ack = _login(service, conn, uid)
+    assert ack["errno"] == Errno.SERVER_ERROR and ack["errmsg"]
+    assert conn.context.user_id is None and service.online_count() == 0
+    assert flaky.real.holder(uid) == "s1"  # the row is stale ...
+
+    flaky.failing = set()
+    retry = FakeConn()
+    ack = _login(service, retry, uid)  # ... and taken over, not errno 2
+    assert ack["errno"] == 0, ack
+    assert [m["msg"] for m in ack["offlinemsg"]] == ["m0", "m1", "m2"]
+    assert flaky.real.offline_count(uid) == 0
+
+
+def test_login_elsewhere_is_still_refused(world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    assert flaky.real.mark_online(uid, "another-server")
+    ack = _login(service, FakeConn(), uid)
+    assert ack["errno"] == Errno.ALREADY_ONLINE
+
+
+def test_second_login_on_this_server_is_refused(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, _, uid = world
+    assert _login(service, FakeConn(), uid)["errno"] == 0
+    assert _login(service, FakeConn(), uid)["errno"] == Errno.ALREADY_ONLINE
+
+
+def test_logout_during_outage_leaves_no_lockout(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    conn = FakeConn()
+    assert _login(service, conn, uid)["errno"] == 0
+    flaky.failing = {"mark_offline"}
+    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    assert conn.frames[-1] == {"msgid": MsgId.LOGINOUT_MSG_ACK, "errno": 0}
+    flaky.failing = set()
+    assert _login(service, FakeConn(), uid)["errno"] == 0
+
+
+def test_flush_with_failing_delete_keeps_messages_for_later(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    conn = FakeConn()
+    flaky.failing = {"fetch_offline"}  # login fails, nothing delivered
+    assert _login(service, conn, uid)["errno"] == Errno.SERVER_ERROR
+    flaky.failing = set()
+    conn = FakeConn()
+    assert len(_login(service, conn, uid)["offlinemsg"]) == 3
+    flaky.real.store_offline(uid, orjson.dumps({"msgid": 5, "msg": "late"}).decode())
+    flaky.failing = {"delete_offline"}
+    service._flush_offline(conn, conn.context, uid)
+    assert [f for f in conn.frames if f.get("msg") == "late"] == []  # not sent, kept
+    flaky.failing = set()
+    service._flush_offline(conn, conn.context, uid)
+    assert [f["msg"] for f in conn.frames if f.get("msg") == "late"] == ["late"]
+    assert flaky.real.offline_count(uid) == 0
