@@ -1,0 +1,95 @@
+"""Limits that keep one client from hurting the others.
+
+`Limits` gathers the configurable numbers (options of ``python -m chat.server``).
+`TokenBucket` meters the requests of one connection; it is touched only by
+that connection's loop thread, so it needs no lock.  `FailureThrottle` counts
+failed logins per account and per address across all loops, under a lock held
+for dictionary operations only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame: int = 64 * 1024
+    max_msg_len: int = 32 * 1024        # characters of chat text
+    max_offline: int = 10_000           # stored messages kept per user; the oldest go first
+    rate: float = 200.0                 # requests per second per connection, sustained
+    burst: int = 400                    # requests a connection may send at once
+    max_connections: int = 20_000       # per process
+    login_timeout: float = 60.0         # seconds a connection may stay without logging in
+    idle_timeout: float = 300.0         # seconds without any frame (keep-alives count)
+    account_failures: int = 5           # failed logins per window for one account
+    address_failures: int = 50          # ... and from one address (nginx hides addresses)
+    login_window: float = 60.0
+    high_water_mark: int = 4 * 1024 * 1024  # bytes queued to a client that does not read
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; each request takes one."""
+
+    __slots__ = ("_clock", "_last", "_tokens", "burst", "rate")
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class FailureThrottle:
+    """Refuses keys (an account, an address) that failed ``limit`` times in ``window`` s."""
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[object, list[float]] = {}
+
+    def blocked(self, key: object) -> bool:
+        cutoff = self._clock() - self.window
+        with self._lock:
+            times = self._failures.get(key)
+            if not times:
+                return False
+            times[:] = [t for t in times if t > cutoff]
+            if not times:
+                del self._failures[key]
+            return len(times) >= self.limit
+
+    def failed(self, key: object) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._failures) > 100_000:
+                self._forget_old(now - self.window)
+            self._failures.setdefault(key, []).append(now)
+
+    def succeeded(self, key: object) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def _forget_old(self, cutoff: float) -> None:
+        # Bounded memory under a spray of distinct keys.
+        for key in [k for k, v in self._failures.items() if not v or v[-1] <= cutoff]:
+            del self._failures[key]

@@ -1,0 +1,44 @@
+from chat.limits import FailureThrottle, TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_a_burst_then_the_rate():
+    clock = Clock()
+    bucket = TokenBucket(rate=10, burst=5, clock=clock)
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    clock.now += 0.1
+    assert bucket.take() and not bucket.take()
+    clock.now += 100
+    assert sum(bucket.take() for _ in range(10)) == 5
+
+
+def test_failure_throttle_blocks_after_the_limit_within_the_window():
+    clock = Clock()
+    throttle = FailureThrottle(limit=3, window=60, clock=clock)
+    for _ in range(2):
+        throttle.failed("acct:1")
+    assert not throttle.blocked("acct:1")
+    throttle.failed("acct:1")
+    assert throttle.blocked("acct:1") and not throttle.blocked("acct:2")
+    clock.now += 61
+    assert not throttle.blocked("acct:1")
+
+
+def test_success_clears_the_key_and_memory_stays_bounded():
+    clock = Clock()
+    throttle = FailureThrottle(limit=1, window=1, clock=clock)
+    throttle.failed("a")
+    throttle.succeeded("a")
+    assert not throttle.blocked("a")
+    for i in range(100_001):
+        throttle.failed(i)
+    clock.now += 2
+    throttle.failed("late")
+    assert len(throttle._failures) == 1
