@@ -1,0 +1,173 @@
+"""The systems under test as child processes, and a description of the machine.
+
+`ChatServerProcess` runs ``python -m chat.server`` on a free port over a fresh
+SQLite file in a temporary directory, with the fast password hash
+(``CHAT_SCRYPT_LOG2N=8``) so that logging in hundreds of users takes a second,
+and reads the real port from its ``listening on HOST:PORT`` log line.
+`RelayProcess` runs ``../shared/bench/reference_relay.py`` (found relative to
+the repository, or wherever ``$CHAT_REFERENCE_RELAY`` / ``--relay`` says).
+Both are context managers that stop the child with SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_RELAY = os.path.join(ROOT, os.pardir, "shared", "bench", "reference_relay.py")
+LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
+FAST_HASH_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
+
+
+def reference_relay_path(explicit: str | None = None) -> str:
+    """``explicit``, else ``$CHAT_REFERENCE_RELAY``, else ``../shared/bench/`` of the repo."""
+    path = explicit or os.environ.get("CHAT_REFERENCE_RELAY") or DEFAULT_RELAY
+    return os.path.normpath(path)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _Child:
+    """A child process whose stderr is drained by a thread (kept, last lines only)."""
+
+    name = "child"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            del self.lines[:-200]
+            m = LISTENING.search(line)
+            if m and not self._ready.is_set():
+                self.port = int(m.group(2))
+                self._ready.set()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def _fail(self, why: str) -> RuntimeError:
+        self.stop(2.0)
+        return RuntimeError(f"{self.name}: {why}\n" + "".join(self.lines[-30:]))
+
+    def __enter__(self) -> _Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ChatServerProcess(_Child):
+    """``python -m chat.server -t THREADS`` on a free port over a throw-away SQLite file."""
+
+    def __init__(self, threads: int, extra: Sequence[str] = (), db: str | None = None) -> None:
+        super().__init__()
+        self.name = f"server -t {threads}"
+        self.threads = threads
+        self.extra = list(extra)
+        self._tmp: str | None = None
+        self.db = db
+
+    def start(self, timeout: float = 30.0) -> ChatServerProcess:
+        if self.db is None:
+            self._tmp = tempfile.mkdtemp(prefix="chat-bench-")
+            self.db = f"sqlite:///{os.path.join(self._tmp, 'chat.db')}"
+        argv = [sys.executable, "-m", "chat.server", "-H", self.host, "-p", "0",
+                "-t", str(self.threads), "--db", self.db, "--log-level", "INFO", *self.extra]
+        self._spawn(argv, FAST_HASH_ENV)
+        if not self._ready.wait(timeout):
+            raise self._fail("no 'listening on' line in time")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        rc = super().stop(timeout)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        return rc
+
+
+class RelayProcess(_Child):
+    """The reference relay (a bare single-thread selectors relay) on a free port."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__()
+        self.name = "reference relay"
+        self.path = reference_relay_path(path)
+
+    def start(self, timeout: float = 10.0) -> RelayProcess:
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(
+                f"reference relay not found at {self.path}; pass --relay or set "
+                "CHAT_REFERENCE_RELAY")
+        self.port = free_port(self.host)
+        self._spawn([sys.executable, self.path, str(self.port)])
+        deadline = time.monotonic() + timeout
+        while True:  # it logs nothing: poll until it accepts
+            try:
+                socket.create_connection((self.host, self.port), timeout=1.0).close()
+                return self
+            except OSError:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise self._fail("exited at start") from None
+                if time.monotonic() > deadline:
+                    raise self._fail("not accepting in time") from None
+                time.sleep(0.05)
+
+
+def machine_info() -> dict[str, Any]:
+    """What a reader needs to compare figures: cores, Python, kernel, date."""
+    uname = platform.uname()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "uname": f"{uname.system} {uname.release} {uname.machine}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }

@@ -1,0 +1,246 @@
+"""Chat ping-pong: P pairs of logged-in users, one one-to-one message in flight per pair.
+
+User A of a pair sends a 64-character message to B; when B receives it, B
+sends one back to A; and so on.  Each message carries its send instant
+(``time.monotonic_ns``, the same clock in every process), so the receiver
+records the one-way latency A -> server -> B in a log-bucket histogram.  The
+figure is delivered messages per second over the measuring window, after a
+warm-up, summed over K driver processes (each a selectors loop over its own
+non-blocking sockets; pairs never span processes).
+
+The same driver runs, one after the other in one invocation, against the
+reference relay (``../shared/bench/reference_relay.py``: a bare one-thread
+Python relay, no storage, no checks) and the chat server with ``-t 1``,
+``-t 4`` and ``-t 0``, then prints a table with the ratio to the relay.
+
+    .venv/bin/python benchmarks/pingpong.py [--pairs 100] [--procs 2] [--seconds 10]
+        [--targets relay,t1,t4,t0] [--json PATH] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # run as a script or imported as benchmarks.pingpong
+    sys.path.insert(0, HERE)
+
+from driver.histogram import Histogram  # noqa: E402
+from driver.servers import ChatServerProcess, RelayProcess, machine_info  # noqa: E402
+from driver.users import DriverError, UserConn, UserPool  # noqa: E402
+from driver.workers import WorkerControl, run_workers  # noqa: E402
+
+MSG_LEN = 64
+STAMP_LEN = 20  # zero-padded monotonic_ns at the start of the text
+DEFAULT_TARGETS = "relay,t1,t4,t0"
+
+
+# --------------------------------------------------------------------- worker
+def _frame_prefixes(conns: list[UserConn], when: str) -> dict[int, bytes]:
+    """Per sender, the bytes of its chat frame up to the message text (built once)."""
+    out = {}
+    for c in conns:
+        assert c.peer is not None
+        head = (f'{{"msgid":5,"id":{c.user_id},"name":"{c.name}","to":{c.peer.user_id},'
+                f'"time":"{when}","msg":"')
+        out[c.index] = head.encode()
+    return out
+
+
+def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
+    """One driver process: ``cfg["pairs"]`` pairs; returns counts and the histogram."""
+    pool = UserPool(cfg["host"], cfg["port"], 2 * cfg["pairs"], cfg["prefix"])
+    pool.setup()
+    conns = pool.conns
+    for a, b in zip(conns[0::2], conns[1::2], strict=True):
+        a.peer, b.peer = b, a
+    heads = _frame_prefixes(conns, time.strftime("%Y-%m-%d %H:%M:%S"))
+    tail = b"x" * (MSG_LEN - STAMP_LEN) + b'"}\n'
+    peer_id = {c.index: c.peer.user_id for c in conns if c.peer is not None}
+
+    start = ctl.wait_go()
+    warm_end = int((start + cfg["warmup"]) * 1e9)
+    end = warm_end + int(cfg["seconds"] * 1e9)
+    while time.monotonic() < start:
+        time.sleep(0.001)
+
+    hist = Histogram()
+    record = hist.record
+    monotonic_ns = time.monotonic_ns
+    delivered = total = errors = 0
+    first_error = ""
+    now = monotonic_ns()
+    for a in conns[0::2]:
+        a.send(heads[a.index] + b"%020d" % now + tail)
+    finished = 0  # pairs whose last message arrived after the window closed
+    select = pool.sel.select
+    drain_deadline = end + int(cfg.get("drain", 5.0) * 1e9)
+    while finished < len(conns) // 2:
+        for key, mask in select(0.2):
+            c: UserConn = key.data
+            if mask & 2:
+                c.flush()
+            if not mask & 1:
+                continue
+            for m in c.receive():
+                now = monotonic_ns()
+                if type(m) is not dict or m.get("msgid") != 5 or m.get("id") != peer_id[c.index]:
+                    errors += 1
+                    first_error = first_error or repr(m)[:200]
+                    continue
+                total += 1
+                if now >= warm_end and now < end:
+                    record(now - int(m["msg"][:STAMP_LEN]))
+                    delivered += 1
+                if now < end:
+                    c.send(heads[c.index] + b"%020d" % now + tail)
+                else:
+                    finished += 1
+            if not total & 255:
+                ctl.progress(total)
+        if monotonic_ns() > drain_deadline:
+            break
+    lost = len(conns) // 2 - finished
+    pool.close()
+    return {"delivered": delivered, "total": total, "errors": errors, "lost": lost,
+            "first_error": first_error, "histogram": hist.to_dict()}
+
+
+# --------------------------------------------------------------- orchestration
+def run_target(name: str, host: str, port: int, args: argparse.Namespace,
+               run_id: str) -> dict[str, Any]:
+    """Drive one listening system with ``args.procs`` processes; one result row."""
+    split = [args.pairs // args.procs + (1 if i < args.pairs % args.procs else 0)
+             for i in range(args.procs)]
+    configs = [
+        {"host": host, "port": port, "pairs": n, "warmup": args.warmup,
+         "seconds": args.seconds, "prefix": f"pp{run_id}{name}w{i}u"}
+        for i, n in enumerate(split) if n
+    ]
+    results = run_workers(pingpong_worker, configs, label=name)
+    hist = Histogram.merged(Histogram.from_dict(r["histogram"]) for r in results)
+    delivered = sum(r["delivered"] for r in results)
+    row: dict[str, Any] = {
+        "target": name,
+        "msgs_per_s": round(delivered / args.seconds, 1),
+        "delivered": delivered,
+        "errors": sum(r["errors"] for r in results),
+        "lost_in_flight": sum(r["lost"] for r in results),
+        "latency_us": hist.summary_us(),
+    }
+    first_error = next((r["first_error"] for r in results if r["first_error"]), "")
+    if first_error:
+        row["first_error"] = first_error
+    return row
+
+
+def start_target(target: str, relay: str | None) -> ChatServerProcess | RelayProcess:
+    if target == "relay":
+        return RelayProcess(relay).start()
+    if target.startswith("t") and target[1:].isdigit():
+        return ChatServerProcess(int(target[1:])).start()
+    raise SystemExit(f"unknown target {target!r}: use relay or tN (server with -t N)")
+
+
+def describe(target: str) -> str:
+    return "reference relay" if target == "relay" else f"server -t {target[1:]}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    run_id = f"{os.getpid() % 100000}"
+    rows = []
+    for target in args.targets.split(","):
+        system = start_target(target, args.relay)
+        try:
+            print(f"{describe(target)}: pid {system.pid}, port {system.port}", file=sys.stderr)
+            if args.pause:
+                input(f"  attach a profiler to pid {system.pid}, then press Enter ")
+            row = run_target(target, system.host, system.port, args, run_id)
+        except (DriverError, RuntimeError) as exc:
+            raise SystemExit(f"{describe(target)}: {exc}") from exc
+        finally:
+            system.stop()
+        row["target"] = describe(target)
+        rows.append(row)
+        print(f"  {row['msgs_per_s']:,.0f} msg/s, p50 {row['latency_us']['p50']:,.0f} us",
+              file=sys.stderr)
+        time.sleep(args.cooldown)
+    ref = next((r for r in rows if r["target"] == "reference relay"), None)
+    for r in rows:
+        r["ratio_vs_relay"] = (round(r["msgs_per_s"] / ref["msgs_per_s"], 3)
+                               if ref and ref["msgs_per_s"] else None)
+    return {
+        "benchmark": "chat ping-pong",
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
+                   "warmup": args.warmup, "message_chars": MSG_LEN},
+        "machine": machine_info(),
+        "unit": {"msgs_per_s": "delivered one-to-one messages per second",
+                 "latency_us": "one-way sender -> server -> recipient, microseconds"},
+        "results": rows,
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    cols = ("p50", "p90", "p99", "p99.9", "max")
+    head = (f"| {'system':<16} | {'msgs/s':>8} | {'vs relay':>8} | "
+            + " | ".join(f"{c + ' us':>9}" for c in cols) + " | errors |")
+    lines = [head, "|" + "|".join("-" * len(part) for part in head.split("|")[1:-1]) + "|"]
+    for r in summary["results"]:
+        ratio = f"{r['ratio_vs_relay']:.2f}x" if r["ratio_vs_relay"] is not None else "-"
+        lat = " | ".join(f"{r['latency_us'][c]:>9,.0f}" for c in cols)
+        lines.append(f"| {r['target']:<16} | {r['msgs_per_s']:>8,.0f} | {ratio:>8} | {lat} | "
+                     f"{r['errors'] + r['lost_in_flight']:>6} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pairs", type=int, default=100, help="user pairs (default 100)")
+    p.add_argument("--procs", type=int, default=2, help="driver processes (default 2)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+    p.add_argument("--targets", default=DEFAULT_TARGETS,
+                   help=f"comma list of relay and tN (server -t N); default {DEFAULT_TARGETS}")
+    p.add_argument("--relay", default=None,
+                   help="path of reference_relay.py ($CHAT_REFERENCE_RELAY, default "
+                        "../shared/bench/ beside the repository)")
+    p.add_argument("--cooldown", type=float, default=1.0, help="pause between targets")
+    p.add_argument("--pause", action="store_true",
+                   help="wait for Enter before driving each target (to attach py-spy)")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny run for CI: 4 pairs, 0.3 s warm-up, 1 s, relay,t1,t4")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pairs, args.warmup, args.seconds, args.cooldown = 4, 0.3, 1.0, 0.0
+        if args.targets == DEFAULT_TARGETS:
+            args.targets = "relay,t1,t4"
+    if args.pairs < 1 or args.procs < 1 or args.seconds <= 0:
+        p.error("--pairs, --procs and --seconds must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    summary = run(args)
+    print(format_table(summary))
+    m = summary["machine"]
+    print(f"{summary['config']['pairs']} pairs, {summary['config']['procs']} driver processes, "
+          f"{summary['config']['seconds']:g} s after {summary['config']['warmup']:g} s warm-up; "
+          f"nproc {m['nproc']}, Python {m['python']}, {m['uname']}, {m['date']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    bad = [r for r in summary["results"] if r["errors"] or r["lost_in_flight"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
