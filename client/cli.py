@@ -213,11 +213,18 @@ def run(host: str, port: int, stdin: TextIO, stdout: TextIO) -> int:
         # Reader thread: interrupt the main thread if it is blocked on input.
         signal.pthread_kill(main_thread, signal.SIGUSR1)
 
+    # The reader thread starts with every signal blocked (a new thread inherits
+    # the mask), so a signal sent to the process (Ctrl+C, SIGTERM) always lands
+    # on the main thread and interrupts its blocking read; delivered to the
+    # reader thread, it would wait until the next line of input.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         conn = Connection.open(host, port, on_push, on_lost)
     except OSError as exc:
         console.show(f"error: cannot connect to {host}:{port}: {exc}")
         return EXIT_CONNECT
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return _serve(console, conn)
 
 
@@ -232,22 +239,35 @@ def _serve(console: Console, conn: Connection) -> int:
         if console.reading:
             raise ConnectionLost("connection closed by server")
 
-    previous = signal.signal(signal.SIGUSR1, on_sigusr1)
     console.before_read = lost_check
+    saved = {
+        signal.SIGUSR1: signal.signal(signal.SIGUSR1, on_sigusr1),
+        # Ctrl+C logs out even when started with SIGINT ignored (a background job).
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     try:
-        status = app.run()
-    except KeyboardInterrupt:
-        status = EXIT_OK
-    except ConnectionLost:
-        console.show("connection closed by server")
-        return EXIT_LOST
+        status = _run_app(app)
+        if status == EXIT_OK:
+            # A second Ctrl+C must not cut the (bounded) logout short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            app.logout_quietly()
+            console.show("bye")
+        conn.close()
+        return status
     finally:
         console.before_read = lambda: None
-        signal.signal(signal.SIGUSR1, previous)
-    app.logout_quietly()
-    conn.close()
-    console.show("bye")
-    return status
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _run_app(app: App) -> int:
+    try:
+        return app.run()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ConnectionLost:
+        app.console.show("connection closed by server")
+        return EXIT_LOST
 
 
 def parse_args(argv: list[str]) -> tuple[str, int]:
