@@ -9,6 +9,9 @@ When the server drops the connection the reader thread wakes any waiting
 request and interrupts the main thread with SIGUSR1 if it is blocked reading
 input; either way the main thread reports it and `main` returns 2.  End of
 input and Ctrl+C log out and return 0.
+
+Exit status: 0 after quit, end of input or Ctrl+C; 1 when the server cannot
+be reached; 2 when the server drops the connection.
 """
 
 from __future__ import annotations

@@ -161,3 +161,11 @@ def test_cannot_connect_exits_1(spawn: Spawn, own_server: ChatServer) -> None:
     cli = spawn(port)
     cli.expect(rf"^error: cannot connect to 127\.0\.0\.1:{port}: ")
     assert cli.wait() == 1
+
+
+def test_end_of_input_at_the_menu_exits_0(spawn: Spawn, server: ChatServer) -> None:
+    cli = spawn(server.port)
+    cli.expect(r"^3\. quit$")
+    cli.close_stdin()
+    cli.expect("^bye$")
+    assert cli.wait() == 0
