@@ -8,8 +8,16 @@ offline).  A process announces the users it holds with ``subscribe`` and
 ``unsubscribe``; messages published to them by other processes come back
 through the ``deliver(user_id, payload)`` callback given to ``start``.
 
+A message stored offline because nobody seemed to hold the user may race
+with the user logging in on another process, which may already have fetched
+its offline messages: ``notify_stored`` asks whoever holds the user now to
+flush them, which the bus passes on through the ``flush(user_id)`` callback.
+``is_alive(server_id)`` tells login whether the process that holds a user
+online is still running, so that a crashed process cannot lock its users out.
+
 `LocalBus` is the single-process router: there is no other process, so a
-user who is not connected here is offline.
+user who is not connected here is offline.  `chat.redisbus.RedisBus` is the
+cluster's (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 Deliver = Callable[[int, bytes], None]
+Flush = Callable[[int], object]
 
 
 class Bus(Protocol):
-    def start(self, deliver: Deliver) -> None:
-        """Begin routing; ``deliver`` may be called from any thread."""
+    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
+        """Begin routing; ``deliver`` and ``flush`` may be called from any thread."""
 
     def subscribe(self, user_id: int) -> None:
         """This process now holds ``user_id``.  Safe from any thread."""
@@ -33,6 +42,12 @@ class Bus(Protocol):
     def publish(self, user_id: int, payload: bytes) -> bool:
         """Hand ``payload`` to whichever process holds ``user_id``; False if none."""
 
+    def notify_stored(self, user_id: int) -> None:
+        """A message for ``user_id`` was stored offline; its holder, if any, flushes."""
+
+    def is_alive(self, server_id: str) -> bool:
+        """False only if ``server_id`` is known to have stopped (crashed)."""
+
     def close(self) -> None:
         """Stop routing and release resources."""
 
@@ -40,7 +55,7 @@ class Bus(Protocol):
 class LocalBus:
     """The in-process router: one process is the whole system."""
 
-    def start(self, deliver: Deliver) -> None:
+    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
         self._deliver = deliver
 
     def subscribe(self, user_id: int) -> None:
@@ -51,6 +66,12 @@ class LocalBus:
 
     def publish(self, user_id: int, payload: bytes) -> bool:
         return False
+
+    def notify_stored(self, user_id: int) -> None:
+        pass  # the service already looked in its own online map
+
+    def is_alive(self, server_id: str) -> bool:
+        return True  # no heartbeats without a cluster: never take a user over
 
     def close(self) -> None:
         pass

@@ -112,6 +112,13 @@ class Store:
         self._write("UPDATE user SET state='online', server=? WHERE id=?",
                     (server_id, user_id))
 
+    def take_over(self, user_id: int, dead_server: str, server_id: str) -> bool:
+        """Move the user from (crashed) ``dead_server`` to ``server_id``; False if it moved."""
+        changed = self._write(
+            "UPDATE user SET state='online', server=? WHERE id=? AND state='online'"
+            " AND server=?", (server_id, user_id, dead_server))
+        return changed == 1
+
     def reset_server(self, server_id: str) -> int:
         """Set offline every user ``server_id`` holds; return how many."""
         return self._write(f"{_SET_OFFLINE} WHERE server=?", (server_id,))

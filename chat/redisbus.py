@@ -1,0 +1,333 @@
+"""The cluster's bus: routing between chat server processes over Redis pub/sub.
+
+Theory of operation
+-------------------
+Names in Redis (docs/cluster.md has the full contract):
+
+- ``chat:user:<id>``: the channel of user ``<id>``, subscribed by the one
+  process that holds the user.  A payload that starts with ``{`` is a chat
+  message to forward as is; the payload ``flush`` asks the holder to send the
+  user's stored offline messages now.
+- ``chat:cluster``: subscribed by every process; ``flush-all`` asks every
+  process to flush the offline messages of all its users.
+- ``chat:wake:<server id>:<token>``: this process only; a publish to it wakes
+  the subscriber thread so a subscribe request does not wait for a timeout.
+- key ``chat:server:<server id>``: this process's heartbeat, set with a TTL
+  and refreshed well within it.  A server whose key has expired is dead and
+  its users may log in elsewhere (``is_alive``).
+
+Threads:
+
+- The *subscriber thread* alone owns the PubSub connection (redis-py's PubSub
+  is not thread-safe).  ``subscribe``/``unsubscribe`` queue a request and wake
+  it; ``subscribe`` then waits until Redis confirmed the subscription, so a
+  login that fetches offline messages afterwards cannot miss a message that a
+  sender found no subscriber for (that sender stores, then publishes
+  ``flush``, which now reaches us).  On any error the session is dropped and
+  rebuilt with backoff; the new session subscribes every local user again,
+  and each confirmed subscription that no login waits for flushes its user,
+  since others stored messages for it meanwhile.
+- The *heartbeat thread* refreshes the heartbeat key and pays back owed
+  ``flush-all`` broadcasts.
+- Any thread may ``publish``; it uses a pooled client with short timeouts.
+  A failed publish returns False (the service stores the message offline)
+  and opens a short circuit breaker so an outage costs nothing per message.
+  Any failed ``flush`` notice is owed: once Redis answers again, one
+  ``flush-all`` on ``chat:cluster`` makes every holder look.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from chat.bus import Deliver, Flush
+
+log = logging.getLogger("chat.redisbus")
+
+PREFIX = "chat:"
+CLUSTER_CHANNEL = PREFIX + "cluster"
+FLUSH = b"flush"
+FLUSH_ALL = b"flush-all"
+
+HEARTBEAT_TTL = 6.0  # a SIGKILLed server's users can log in elsewhere after this
+HEARTBEAT_EVERY = 1.5
+SUBSCRIBE_WAIT = 2.0  # longest a login waits for Redis to confirm its subscription
+PUBLISH_TIMEOUT = 0.5  # socket timeouts of the publishing client
+CIRCUIT_OPEN = 0.5  # after a failed publish, fail the next ones at once for this long
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
+POLL = 1.0  # the subscriber's longest sleep in get_message
+
+
+def user_channel(user_id: int) -> str:
+    return f"{PREFIX}user:{user_id}"
+
+
+def server_key(server_id: str) -> str:
+    return f"{PREFIX}server:{server_id}"
+
+
+def _user_of(channel: str) -> int | None:
+    head = PREFIX + "user:"
+    if channel.startswith(head):
+        try:
+            return int(channel[len(head):])
+        except ValueError:
+            return None
+    return None
+
+
+class RedisBus:
+    """The Bus of a cluster member.  Every public method is safe from any thread."""
+
+    def __init__(self, url: str, server_id: str, heartbeat_ttl: float = HEARTBEAT_TTL,
+                 heartbeat_every: float = HEARTBEAT_EVERY) -> None:
+        self.server_id = server_id
+        self._ttl = heartbeat_ttl
+        self._every = heartbeat_every
+        self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._wake_channel = f"{PREFIX}wake:{server_id}:{self._token}"
+        self._pub = redis.Redis.from_url(
+            url, socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT,
+            retry=Retry(NoBackoff(), 1))
+        self._sub = redis.Redis.from_url(
+            url, socket_timeout=5.0, socket_connect_timeout=1.0, socket_keepalive=True,
+            health_check_interval=5, retry=Retry(NoBackoff(), 0))
+        self._requests: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._users: set[int] = set()  # desired subscriptions (subscriber thread only)
+        self._waiters: dict[str, list[threading.Event]] = {}  # under _lock
+        self._connected = False
+        self._circuit_until = 0.0
+        self._owe_flush_all = False
+        self._stop = threading.Event()
+        self._deliver: Deliver | None = None
+        self._flush: Flush | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- Bus -------------------------------------------------------------------
+
+    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
+        """Beat once (so peers see us alive at once), then start both threads."""
+        self._deliver, self._flush = deliver, flush
+        self._beat()
+        for target, name in ((self._subscriber, "redis-sub"), (self._heartbeat, "redis-beat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def subscribe(self, user_id: int) -> None:
+        """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable)."""
+        done = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(user_channel(user_id), []).append(done)
+            connected = self._connected
+        self._requests.put(("sub", user_id))
+        self._wake()
+        if connected and not done.wait(SUBSCRIBE_WAIT):
+            log.warning("subscription of user %d not confirmed in time", user_id)
+            with self._lock:  # nobody waits now: the confirmation will flush instead
+                waiting = self._waiters.get(user_channel(user_id), [])
+                if done in waiting:
+                    waiting.remove(done)
+
+    def unsubscribe(self, user_id: int) -> None:
+        self._requests.put(("unsub", user_id))
+        self._wake()
+
+    def publish(self, user_id: int, payload: bytes) -> bool:
+        """True if a process holding ``user_id`` took ``payload``."""
+        return self._publish(user_channel(user_id), payload) > 0
+
+    def notify_stored(self, user_id: int) -> None:
+        """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
+        if self._publish(user_channel(user_id), FLUSH) < 0:
+            self._owe_flush_all = True
+
+    def is_alive(self, server_id: str) -> bool:
+        """False only if Redis says for sure that ``server_id`` stopped beating.
+
+        A Redis that restarted less than a TTL ago has lost the keys of live
+        servers too, so there an absent key proves nothing; unreachable Redis
+        proves nothing either.
+        """
+        try:
+            if self._pub.exists(server_key(server_id)):
+                return True
+            uptime = int(self._pub.info("server")["uptime_in_seconds"])
+        except RedisError as exc:
+            log.warning("cannot tell whether server %s is alive: %s", server_id, exc)
+            return True
+        return uptime < self._ttl + 1
+
+    def close(self) -> None:
+        """Stop both threads and remove the heartbeat (a clean exit, not a death)."""
+        self._stop.set()
+        self._wake()
+        for thread in self._threads:
+            thread.join(2.0)
+        try:
+            self._pub.delete(server_key(self.server_id))
+        except RedisError:
+            pass
+        self._pub.close()
+
+    # -- publishing ------------------------------------------------------------
+
+    def _publish(self, channel: str, payload: bytes) -> int:
+        """Subscribers reached, or -1 if Redis is unreachable (circuit open or error)."""
+        if time.monotonic() < self._circuit_until:
+            return -1
+        try:
+            return int(self._pub.publish(channel, payload))
+        except RedisError as exc:
+            if time.monotonic() >= self._circuit_until:
+                log.warning("publish to %s failed: %s", channel, exc)
+            self._circuit_until = time.monotonic() + CIRCUIT_OPEN
+            self._owe_flush_all = True
+            return -1
+
+    def _wake(self) -> None:
+        if time.monotonic() < self._circuit_until:
+            return
+        try:
+            self._pub.publish(self._wake_channel, b"")
+        except RedisError:
+            pass  # the subscriber is not connected either; it retries on its own
+
+    # -- heartbeat thread ------------------------------------------------------
+
+    def _beat(self) -> bool:
+        try:
+            self._pub.set(server_key(self.server_id), self._token, px=int(self._ttl * 1000))
+        except RedisError as exc:
+            log.debug("heartbeat failed: %s", exc)
+            return False
+        return True
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self._every):
+            if self._beat() and self._owe_flush_all:
+                self._owe_flush_all = False
+                if self._publish(CLUSTER_CHANNEL, FLUSH_ALL) < 0:
+                    self._owe_flush_all = True
+                else:
+                    log.info("asked the cluster to flush offline messages")
+
+    # -- subscriber thread -----------------------------------------------------
+
+    def _subscriber(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self._stop.is_set():
+            pubsub = self._sub.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                self._session(pubsub)
+                backoff = BACKOFF_MIN
+            except (RedisError, OSError) as exc:
+                if self._connected or backoff == BACKOFF_MIN:
+                    log.warning("redis subscriber lost: %s; reconnecting", exc)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            finally:
+                with self._lock:
+                    self._connected = False
+                    self._release_waiters()
+                try:
+                    pubsub.reset()
+                except (RedisError, OSError):
+                    pass
+            self._stop.wait(backoff)
+
+    def _session(self, pubsub: redis.client.PubSub) -> None:
+        """One connection's life: subscribe everything, then pump requests and messages."""
+        self._drain_requests(None)
+        channels = [CLUSTER_CHANNEL, self._wake_channel, *map(user_channel, self._users)]
+        pubsub.subscribe(*channels)
+        pending = set(channels)
+        resumed = False
+        while not self._stop.is_set():
+            self._drain_requests(pubsub)
+            msg = pubsub.get_message(timeout=POLL)
+            if msg is None:
+                continue
+            channel = _decode(msg["channel"])
+            if msg["type"] == "subscribe":
+                pending.discard(channel)
+                self._confirm(channel)
+                if not pending and not resumed:
+                    resumed = True
+                    with self._lock:
+                        self._connected = True
+                    log.info("redis subscriber ready, %d local user(s)", len(self._users))
+            elif msg["type"] == "message":
+                self._on_message(channel, msg["data"])
+
+    def _drain_requests(self, pubsub: redis.client.PubSub | None) -> None:
+        """Apply queued (un)subscribe requests to the desired set, and to Redis if connected."""
+        while True:
+            try:
+                op, user_id = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if op == "sub":
+                self._users.add(user_id)
+                if pubsub is not None:
+                    pubsub.subscribe(user_channel(user_id))
+            else:
+                self._users.discard(user_id)
+                if pubsub is not None:
+                    pubsub.unsubscribe(user_channel(user_id))  # type: ignore[no-untyped-call]
+
+    def _confirm(self, channel: str) -> None:
+        """Wake the logins waiting for ``channel``; if none, flush its user ourselves.
+
+        A subscription nobody waits for (a login while Redis was away, one
+        that gave up waiting, every user of a session after a reconnect) may
+        have missed a message that a sender then stored offline.
+        """
+        with self._lock:
+            events = self._waiters.pop(channel, [])
+        for event in events:
+            event.set()
+        user_id = _user_of(channel)
+        if not events and user_id is not None and user_id in self._users:
+            self._flush_users([user_id])
+
+    def _release_waiters(self) -> None:
+        """Lock held: nobody waits for a connection that is gone (the next one flushes)."""
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+        self._waiters.clear()
+
+    def _on_message(self, channel: str, data: bytes) -> None:
+        try:
+            if channel == CLUSTER_CHANNEL:
+                if data == FLUSH_ALL:
+                    self._flush_users(list(self._users))
+                return
+            user_id = _user_of(channel)
+            if user_id is None:
+                return  # the wake channel
+            if data == FLUSH:
+                self._flush_users([user_id])
+            elif self._deliver is not None:
+                self._deliver(user_id, data)
+        except Exception:
+            log.exception("bug while handling a message on %s", channel)
+
+    def _flush_users(self, user_ids: list[int]) -> None:
+        if self._flush is not None:
+            for user_id in user_ids:
+                self._flush(user_id)
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
