@@ -1,0 +1,217 @@
+"""``python -m chat.cluster``: a whole cluster on this machine, for trying it out.
+
+Starts ``--servers`` chat servers on consecutive ports (``--first-port``,
+``--port-step``), all on one MySQL (``--db``) and one Redis (``--redis``), and
+nginx with a config rendered from ``conf/nginx.conf`` for exactly those ports,
+then prints where to connect.  Ctrl+C (or SIGTERM) stops everything it
+started, chat servers first so they log their users out.
+
+The rendering (``render_nginx_conf``) is also what the cluster tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = ROOT / "conf" / "nginx.conf"
+STOP_GRACE = 10.0
+
+_LOAD_STREAM = re.compile(r"^[ \t]*load_module\s+\S*ngx_stream_module\.so\s*;.*$", re.M)
+_MAIN_ONLY = re.compile(r"^(pid|error_log|daemon)\s+[^;]*;.*$", re.M)  # given with -g
+_UPSTREAM_SERVER = re.compile(r"^(\s*)server\s+[\w.\-\[\]:]+:\d+([^;]*);.*\n", re.M)
+_LISTEN = re.compile(r"^(\s*listen\s+)\S+", re.M)
+
+
+@dataclass(frozen=True)
+class NginxBuild:
+    binary: str
+    stream: str  # "static", "dynamic" or "" (not available)
+    modules_path: str
+
+
+def find_nginx(binary: str | None = None) -> NginxBuild:
+    """The nginx binary and how it has the stream module, from ``nginx -V``."""
+    found = binary or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if not found:
+        raise RuntimeError("nginx not found; install nginx and libnginx-mod-stream")
+    out = subprocess.run([found, "-V"], capture_output=True, text=True, timeout=10)
+    flags = (out.stderr + out.stdout).split()
+    modules = next((f.split("=", 1)[1] for f in flags if f.startswith("--modules-path=")), "")
+    prefix = next((f.split("=", 1)[1] for f in flags if f.startswith("--prefix=")), "")
+    stream = ("dynamic" if "--with-stream=dynamic" in flags
+              else "static" if "--with-stream" in flags else "")
+    return NginxBuild(found, stream, modules or os.path.join(prefix, "modules"))
+
+
+def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen: str,
+                      build: NginxBuild) -> str:
+    """``template`` (conf/nginx.conf) for these chat servers, listening on ``listen``.
+
+    The result is meant for ``nginx -p DIR -c FILE -g 'daemon off; pid ...;
+    error_log ...;'``: pid and error_log lines are dropped and the stream
+    module is loaded from its absolute path (or not at all when built in).
+    """
+    if build.stream == "dynamic":
+        module = os.path.join(build.modules_path, "ngx_stream_module.so")
+        if not os.path.exists(module):
+            raise RuntimeError(f"{module} missing; install libnginx-mod-stream")
+        text = _LOAD_STREAM.sub(f"load_module {module};", template)
+    elif build.stream == "static":
+        text = _LOAD_STREAM.sub("", template)
+    else:
+        raise RuntimeError("this nginx has no stream module; install libnginx-mod-stream")
+    text = _MAIN_ONLY.sub("", text)
+    first = _UPSTREAM_SERVER.search(text)
+    if first is None:
+        raise ValueError("no upstream server line in the nginx template")
+    indent, params = first.group(1), first.group(2)
+    servers = "".join(f"{indent}server {host}:{port}{params};\n" for host, port in backends)
+    text = text[:first.start()] + servers + _UPSTREAM_SERVER.sub("", text[first.end():])
+    return _LISTEN.sub(lambda m: m.group(1) + listen, text, count=1)
+
+
+def nginx_command(build: NginxBuild, workdir: Path) -> list[str]:
+    """Run nginx in the foreground with everything it writes under ``workdir``."""
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    return [build.binary, "-p", str(workdir), "-c", str(workdir / "nginx.conf"),
+            "-g", f"daemon off; pid {workdir / 'nginx.pid'}; error_log stderr warn;"]
+
+
+# -- the launcher ---------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m chat.cluster", description=__doc__.split("\n")[0])
+    p.add_argument("--servers", type=int, default=2, help="chat servers (default 2)")
+    p.add_argument("--host", default="127.0.0.1", help="address of everything (127.0.0.1)")
+    p.add_argument("--first-port", type=int, default=6000, help="first chat port (6000)")
+    p.add_argument("--port-step", type=int, default=2, help="port increment (2: 6000, 6002)")
+    p.add_argument("--listen", type=int, default=8000, help="nginx port (8000)")
+    p.add_argument("--no-nginx", action="store_true", help="chat servers only")
+    p.add_argument("--threads", type=int, default=4, help="sub-reactors per server (4)")
+    p.add_argument("--db", default=env("CHAT_DB", "mysql://root:@127.0.0.1:3306/chat"),
+                   help="the cluster's MySQL (CHAT_DB, default mysql://root:@127.0.0.1:3306/chat)")
+    p.add_argument("--redis", default=env("CHAT_REDIS", "redis://127.0.0.1:6379/0"),
+                   help="the cluster's Redis (CHAT_REDIS, default redis://127.0.0.1:6379/0)")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+class Cluster:
+    """The children of one launcher run; ``stop`` ends them all."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.children: list[tuple[str, subprocess.Popen[str]]] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="chat-cluster-"))
+
+    def ports(self) -> list[int]:
+        a = self.args
+        return [a.first_port + i * a.port_step for i in range(a.servers)]
+
+    def start(self) -> None:
+        a = self.args
+        for i, port in enumerate(self.ports(), 1):
+            argv = [sys.executable, "-m", "chat.server", "-H", a.host, "-p", str(port),
+                    "-t", str(a.threads), "--db", a.db, "--redis", a.redis,
+                    "--log-level", a.log_level]
+            self._spawn(f"chat{i}", argv, ready=f"listening on {a.host}:{port}")
+        if not a.no_nginx:
+            build = find_nginx()
+            conf = render_nginx_conf(NGINX_TEMPLATE.read_text(),
+                                     [(a.host, p) for p in self.ports()],
+                                     f"{a.host}:{a.listen}", build)
+            (self.workdir / "nginx.conf").write_text(conf)
+            subprocess.run(nginx_command(build, self.workdir) + ["-t", "-q"], check=True)
+            self._spawn("nginx", nginx_command(build, self.workdir), ready=None)
+            self._wait_listening(a.host, a.listen, self.children[-1][1])
+
+    @staticmethod
+    def _wait_listening(host: str, port: int, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                return
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx is not listening on {host}:{port}") from None
+                time.sleep(0.05)
+
+    def _spawn(self, name: str, argv: list[str], ready: str | None) -> None:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                text=True, cwd=ROOT)
+        self.children.append((name, proc))
+        seen = threading.Event()
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                print(f"[{name}] {line}", end="", file=sys.stderr, flush=True)
+                if ready and ready in line:
+                    seen.set()
+            seen.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if ready and (not seen.wait(30) or proc.poll() is not None):
+            raise RuntimeError(f"{name} did not start")
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.children):  # nginx first: no new connections
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                print(f"[{name}] did not stop, killing it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cluster = Cluster(args)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        cluster.start()
+        where = (f"{args.host}:{args.listen} (nginx)" if not args.no_nginx
+                 else ", ".join(f"{args.host}:{p}" for p in cluster.ports()))
+        print(f"cluster ready: {args.servers} chat server(s); connect to {where}, e.g.\n"
+              f"    python -m client {args.host} "
+              f"{args.listen if not args.no_nginx else cluster.ports()[0]}\n"
+              "Ctrl+C stops everything.", flush=True)
+        while not stop.wait(0.5):
+            dead = [name for name, proc in cluster.children if proc.poll() is not None]
+            if dead:
+                print(f"{', '.join(dead)} exited; stopping the cluster", file=sys.stderr)
+                return 1
+        return 0
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+        print("cluster stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
