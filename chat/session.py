@@ -41,8 +41,11 @@ class Session:
 
     @property
     def legacy(self) -> bool:
-        return self.decoder.dialect is Dialect.LEGACY
+        return self.decoder.dialect is _LEGACY
 
     @property
     def terminator(self) -> bytes:
-        return b"\0" if self.decoder.dialect is Dialect.LEGACY else b"\n"
+        return b"\0" if self.decoder.dialect is _LEGACY else b"\n"
+
+
+_LEGACY = Dialect.LEGACY  # fetching an enum member costs ~150 ns on Python 3.11
