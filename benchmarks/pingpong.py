@@ -78,6 +78,7 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     for a in conns[0::2]:
         a.send(heads[a.index] + b"%020d" % now + tail)
     finished = 0  # pairs whose last message arrived after the window closed
+    cpu_start = cpu_end = 0.0  # this process's CPU time at the window's edges
     select = pool.sel.select
     drain_deadline = end + int(cfg.get("drain", 5.0) * 1e9)
     while finished < len(conns) // 2:
@@ -94,6 +95,10 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
                     first_error = first_error or repr(m)[:200]
                     continue
                 total += 1
+                if not cpu_start and now >= warm_end:
+                    cpu_start = time.process_time()
+                if not cpu_end and now >= end:
+                    cpu_end = time.process_time()
                 if now >= warm_end and now < end:
                     record(now - int(m["msg"][:STAMP_LEN]))
                     delivered += 1
@@ -108,21 +113,28 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     lost = len(conns) // 2 - finished
     pool.close()
     return {"delivered": delivered, "total": total, "errors": errors, "lost": lost,
-            "first_error": first_error, "histogram": hist.to_dict()}
+            "first_error": first_error, "cpu_seconds": cpu_end - cpu_start,
+            "histogram": hist.to_dict()}
 
 
 # --------------------------------------------------------------- orchestration
-def run_target(name: str, host: str, port: int, args: argparse.Namespace,
+def run_target(name: str, system: Target, args: argparse.Namespace,
                run_id: str) -> dict[str, Any]:
     """Drive one listening system with ``args.procs`` processes; one result row."""
     split = [args.pairs // args.procs + (1 if i < args.pairs % args.procs else 0)
              for i in range(args.procs)]
     configs = [
-        {"host": host, "port": port, "pairs": n, "warmup": args.warmup,
+        {"host": system.host, "port": system.port, "pairs": n, "warmup": args.warmup,
          "seconds": args.seconds, "prefix": f"pp{run_id}{name}w{i}u"}
         for i, n in enumerate(split) if n
     ]
-    results = run_workers(pingpong_worker, configs, label=name)
+    cpu: list[float] = []
+
+    def probe() -> None:  # the server's CPU time at the measuring window's edges
+        cpu.append(system.cpu_seconds())
+
+    marks = [(args.warmup, probe), (args.warmup + args.seconds, probe)] if system.pid else []
+    results = run_workers(pingpong_worker, configs, label=name, marks=marks)
     hist = Histogram.merged(Histogram.from_dict(r["histogram"]) for r in results)
     delivered = sum(r["delivered"] for r in results)
     row: dict[str, Any] = {
@@ -132,6 +144,10 @@ def run_target(name: str, host: str, port: int, args: argparse.Namespace,
         "errors": sum(r["errors"] for r in results),
         "lost_in_flight": sum(r["lost"] for r in results),
         "latency_us": hist.summary_us(),
+        "server_cpu_us_per_msg": (round((cpu[1] - cpu[0]) * 1e6 / delivered, 1)
+                                  if len(cpu) == 2 and delivered else None),
+        "driver_cpu_us_per_msg": (round(sum(r["cpu_seconds"] for r in results) * 1e6
+                                        / delivered, 1) if delivered else None),
     }
     first_error = next((r["first_error"] for r in results if r["first_error"]), "")
     if first_error:
@@ -139,7 +155,26 @@ def run_target(name: str, host: str, port: int, args: argparse.Namespace,
     return row
 
 
-def start_target(target: str, relay: str | None) -> ChatServerProcess | RelayProcess:
+class ExternalTarget:
+    """A system somebody else started (a server under a profiler, nginx in front)."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port, self.pid = host or "127.0.0.1", int(port), 0
+
+    def stop(self) -> None:
+        pass
+
+    def cpu_seconds(self) -> float:
+        return 0.0
+
+
+Target = ChatServerProcess | RelayProcess | ExternalTarget
+
+
+def start_target(target: str, relay: str | None) -> Target:
+    if ":" in target:
+        return ExternalTarget(target)
     if target == "relay":
         return RelayProcess(relay).start()
     if target.startswith("t") and target[1:].isdigit():
@@ -148,6 +183,8 @@ def start_target(target: str, relay: str | None) -> ChatServerProcess | RelayPro
 
 
 def describe(target: str) -> str:
+    if ":" in target:
+        return target
     return "reference relay" if target == "relay" else f"server -t {target[1:]}"
 
 
@@ -160,7 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{describe(target)}: pid {system.pid}, port {system.port}", file=sys.stderr)
             if args.pause:
                 input(f"  attach a profiler to pid {system.pid}, then press Enter ")
-            row = run_target(target, system.host, system.port, args, run_id)
+            row = run_target(target, system, args, run_id)
         except (DriverError, RuntimeError) as exc:
             raise SystemExit(f"{describe(target)}: {exc}") from exc
         finally:
@@ -189,12 +226,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def format_table(summary: dict[str, Any]) -> str:
     cols = ("p50", "p90", "p99", "p99.9", "max")
     head = (f"| {'system':<16} | {'msgs/s':>8} | {'vs relay':>8} | "
-            + " | ".join(f"{c + ' us':>9}" for c in cols) + " | errors |")
+            + " | ".join(f"{c + ' us':>9}" for c in cols)
+            + " | server CPU us/msg | driver CPU us/msg | errors |")
     lines = [head, "|" + "|".join("-" * len(part) for part in head.split("|")[1:-1]) + "|"]
     for r in summary["results"]:
         ratio = f"{r['ratio_vs_relay']:.2f}x" if r["ratio_vs_relay"] is not None else "-"
         lat = " | ".join(f"{r['latency_us'][c]:>9,.0f}" for c in cols)
+        srv, drv = r["server_cpu_us_per_msg"], r["driver_cpu_us_per_msg"]
         lines.append(f"| {r['target']:<16} | {r['msgs_per_s']:>8,.0f} | {ratio:>8} | {lat} | "
+                     f"{'-' if srv is None else f'{srv:.1f}':>17} | "
+                     f"{'-' if drv is None else f'{drv:.1f}':>17} | "
                      f"{r['errors'] + r['lost_in_flight']:>6} |")
     return "\n".join(lines)
 
@@ -206,7 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
     p.add_argument("--targets", default=DEFAULT_TARGETS,
-                   help=f"comma list of relay and tN (server -t N); default {DEFAULT_TARGETS}")
+                   help="comma list of relay, tN (server -t N) and HOST:PORT (a running "
+                        f"server); default {DEFAULT_TARGETS}")
     p.add_argument("--relay", default=None,
                    help="path of reference_relay.py ($CHAT_REFERENCE_RELAY, default "
                         "../shared/bench/ beside the repository)")

@@ -79,6 +79,10 @@ class _Child:
         assert self.proc is not None
         return self.proc.pid
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the child so far (all its threads)."""
+        return process_cpu_seconds(self.pid)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc is None:
             return None
@@ -158,6 +162,13 @@ class RelayProcess(_Child):
                 if time.monotonic() > deadline:
                     raise self._fail("not accepting in time") from None
                 time.sleep(0.05)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_info() -> dict[str, Any]:

@@ -19,7 +19,7 @@ import multiprocessing as mp
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -62,13 +62,18 @@ def _entry(fn: WorkerFn, config: dict[str, Any], pipe: Connection, counters: Any
         pipe.close()
 
 
+Mark = tuple[float, Callable[[], None]]
+
+
 def run_workers(fn: WorkerFn, configs: list[dict[str, Any]], *, label: str = "",
                 start_delay: float = 0.05, progress_every: float = 1.0,
-                setup_timeout: float = 120.0) -> list[Result]:
+                setup_timeout: float = 120.0, marks: Sequence[Mark] = ()) -> list[Result]:
     """Start one process per config, start them together, return their results in order.
 
     While they run, a live line on stderr shows the summed count per second
-    (only when stderr is a terminal).
+    (only when stderr is a terminal), and each ``(offset, fn)`` of ``marks``
+    is called about ``offset`` seconds after the common start (to 50 ms; e.g.
+    to read a server's CPU time at the edges of the measuring window).
     """
     ctx = mp.get_context("spawn")
     counters = ctx.Array("q", len(configs), lock=False)
@@ -86,7 +91,8 @@ def run_workers(fn: WorkerFn, configs: list[dict[str, Any]], *, label: str = "",
         start = time.monotonic() + start_delay
         for pipe in pipes:
             pipe.send(("go", start))
-        _show_progress(pipes, counters, label, progress_every)
+        _show_progress(pipes, counters, label, progress_every,
+                       sorted(((start + off, f) for off, f in marks), key=lambda m: m[0]))
         results = [_expect(pipe, "result", 60.0) for pipe in pipes]
     finally:
         for p in procs:
@@ -111,13 +117,16 @@ def _expect(pipe: Connection, kind: str, timeout: float) -> Any:
     return payload
 
 
-def _show_progress(pipes: list[Connection], counters: Any, label: str, every: float) -> None:
-    """Until every worker has its result ready, print the rate now and then."""
+def _show_progress(pipes: list[Connection], counters: Any, label: str, every: float,
+                   marks: list[Mark]) -> None:
+    """Until every worker has its result ready, print the rate now and then; call marks."""
     live = sys.stderr.isatty()
     last_t, last_n = time.monotonic(), 0
-    while not all(p.poll() for p in pipes):
-        time.sleep(0.1)
+    while marks or not all(p.poll() for p in pipes):
+        time.sleep(0.05 if marks else 0.1)
         now = time.monotonic()
+        while marks and marks[0][0] <= now:
+            marks.pop(0)[1]()
         if live and now - last_t >= every:
             n = sum(counters)
             rate = (n - last_n) / (now - last_t)
