@@ -106,6 +106,7 @@ class RedisBus:
         self._users: set[int] = set()  # desired subscriptions (subscriber thread only)
         self._waiters: dict[str, list[threading.Event]] = {}  # under _lock
         self._connected = False
+        self._ready = threading.Event()  # set while _connected
         self._circuit_until = 0.0
         self._owe_flush_all = False
         self._stop = threading.Event()
@@ -127,9 +128,10 @@ class RedisBus:
     def subscribe(self, user_id: int) -> None:
         """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable)."""
         done = threading.Event()
-        with self._lock:
-            self._waiters.setdefault(user_channel(user_id), []).append(done)
+        with self._lock:  # not connected: nobody waits, the confirmation flushes instead
             connected = self._connected
+            if connected:
+                self._waiters.setdefault(user_channel(user_id), []).append(done)
         self._requests.put(("sub", user_id))
         self._wake()
         if connected and not done.wait(SUBSCRIBE_WAIT):
@@ -151,6 +153,10 @@ class RedisBus:
         """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
         if self._publish(user_channel(user_id), FLUSH) < 0:
             self._owe_flush_all = True
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once the subscriber is connected and subscribed (for tests and tools)."""
+        return self._ready.wait(timeout)
 
     def is_alive(self, server_id: str) -> bool:
         """False only if Redis says for sure that ``server_id`` stopped beating.
@@ -238,6 +244,7 @@ class RedisBus:
             finally:
                 with self._lock:
                     self._connected = False
+                    self._ready.clear()
                     self._release_waiters()
                 try:
                     pubsub.reset()
@@ -265,6 +272,7 @@ class RedisBus:
                     resumed = True
                     with self._lock:
                         self._connected = True
+                        self._ready.set()
                     log.info("redis subscriber ready, %d local user(s)", len(self._users))
             elif msg["type"] == "message":
                 self._on_message(channel, msg["data"])

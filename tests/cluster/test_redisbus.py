@@ -1,0 +1,102 @@
+"""RedisBus in-process against a private redis-server: routing, notices, liveness, outage."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from chat.redisbus import RedisBus
+from tests.support.redis_server import RedisServer
+
+
+class Probe:
+    """Collects a bus's callbacks from its subscriber thread."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[tuple[str, int, bytes]] = queue.SimpleQueue()
+
+    def deliver(self, user_id: int, payload: bytes) -> None:
+        self.events.put(("deliver", user_id, payload))
+
+    def flush(self, user_id: int) -> None:
+        self.events.put(("flush", user_id, b""))
+
+    def next(self, timeout: float = 5.0) -> tuple[str, int, bytes]:
+        return self.events.get(timeout=timeout)
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    r = RedisServer().start()
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def buses(redis: RedisServer) -> Iterator[list[tuple[RedisBus, Probe]]]:
+    made = []
+    for name in ("one", "two"):
+        bus, probe = RedisBus(redis.url, name, heartbeat_ttl=1.0, heartbeat_every=0.2), Probe()
+        bus.start(probe.deliver, probe.flush)
+        assert bus.wait_connected(5)
+        made.append((bus, probe))
+    yield made
+    for bus, _ in made:
+        bus.close()
+
+
+def test_publish_reaches_the_holder_only_after_a_confirmed_subscribe(buses) -> None:
+    (one, _), (two, probe) = buses
+    assert not one.publish(7, b'{"m":1}')
+    two.subscribe(7)  # returns once Redis confirmed: the next publish must reach it
+    assert one.publish(7, b'{"m":2}')
+    assert probe.next() == ("deliver", 7, b'{"m":2}')
+    two.unsubscribe(7)
+    deadline = time.monotonic() + 5
+    while one.publish(7, b'{"m":3}'):  # the unsubscribe is asynchronous
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_stored_notice_makes_the_holder_flush(buses) -> None:
+    (one, _), (two, probe) = buses
+    two.subscribe(8)
+    one.notify_stored(8)
+    assert probe.next() == ("flush", 8, b"")
+
+
+def test_a_server_is_dead_once_its_heartbeat_expired(buses, redis: RedisServer) -> None:
+    (one, _), (two, _) = buses
+    assert one.is_alive("two") and two.is_alive("one")
+    deadline = time.monotonic() + 10
+    while one.is_alive("never-started"):  # a young Redis proves nothing for a while
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    two.close()  # a clean stop removes the key at once
+    assert not one.is_alive("two")
+
+
+def test_outage_fails_fast_then_subscriptions_come_back_and_flush(
+        buses, redis: RedisServer) -> None:
+    (one, _), (two, probe) = buses
+    two.subscribe(9)
+    redis.kill()
+    started = time.monotonic()
+    for _ in range(20):
+        assert not one.publish(9, b'{"m":"lost?"}')  # the caller stores it offline
+    assert time.monotonic() - started < 2.0
+    assert one.is_alive("two")  # unknown is alive: never take a user over blindly
+    one.notify_stored(9)  # fails: owed as a flush-all
+    redis.start()
+    # The holder resubscribes and flushes its user; the owed flush-all flushes it too.
+    assert probe.next(timeout=10) == ("flush", 9, b"")
+    deadline = time.monotonic() + 10
+    while not one.publish(9, b'{"m":"back"}'):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    while (event := probe.next(timeout=10))[0] == "flush":
+        pass
+    assert event == ("deliver", 9, b'{"m":"back"}')
