@@ -188,25 +188,42 @@ def describe(target: str) -> str:
     return "reference relay" if target == "relay" else f"server -t {target[1:]}"
 
 
+def drive(target: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    """Start ``target``, drive it once, stop it; one result row."""
+    system = start_target(target, args.relay)
+    try:
+        print(f"{describe(target)}: pid {system.pid}, port {system.port}", file=sys.stderr)
+        if args.pause:
+            input(f"  attach a profiler to pid {system.pid}, then press Enter ")
+        row = run_target(target, system, args, run_id)
+    except (DriverError, RuntimeError) as exc:
+        raise SystemExit(f"{describe(target)}: {exc}") from exc
+    finally:
+        system.stop()
+    row["target"] = describe(target)
+    print(f"  {row['msgs_per_s']:,.0f} msg/s, p50 {row['latency_us']['p50']:,.0f} us",
+          file=sys.stderr)
+    return row
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every target, ``args.rounds`` times, interleaved; per target the median round."""
     run_id = f"{os.getpid() % 100000}"
+    machine = machine_info()
+    targets = args.targets.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    for rnd in range(args.rounds):
+        for target in targets:
+            runs[target].append(drive(target, args, f"{run_id}r{rnd}"))
+            time.sleep(args.cooldown)
     rows = []
-    for target in args.targets.split(","):
-        system = start_target(target, args.relay)
-        try:
-            print(f"{describe(target)}: pid {system.pid}, port {system.port}", file=sys.stderr)
-            if args.pause:
-                input(f"  attach a profiler to pid {system.pid}, then press Enter ")
-            row = run_target(target, system, args, run_id)
-        except (DriverError, RuntimeError) as exc:
-            raise SystemExit(f"{describe(target)}: {exc}") from exc
-        finally:
-            system.stop()
-        row["target"] = describe(target)
+    for target in targets:
+        by_rate = sorted(runs[target], key=lambda r: r["msgs_per_s"])
+        row = dict(by_rate[(len(by_rate) - 1) // 2])  # the (lower) median round
+        row["rounds_msgs_per_s"] = [r["msgs_per_s"] for r in runs[target]]
+        row["errors"] = sum(r["errors"] for r in runs[target])
+        row["lost_in_flight"] = sum(r["lost_in_flight"] for r in runs[target])
         rows.append(row)
-        print(f"  {row['msgs_per_s']:,.0f} msg/s, p50 {row['latency_us']['p50']:,.0f} us",
-              file=sys.stderr)
-        time.sleep(args.cooldown)
     ref = next((r for r in rows if r["target"] == "reference relay"), None)
     for r in rows:
         r["ratio_vs_relay"] = (round(r["msgs_per_s"] / ref["msgs_per_s"], 3)
@@ -215,8 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "chat ping-pong",
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
         "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
-                   "warmup": args.warmup, "message_chars": MSG_LEN},
-        "machine": machine_info(),
+                   "warmup": args.warmup, "rounds": args.rounds, "message_chars": MSG_LEN},
+        "machine": machine,
         "unit": {"msgs_per_s": "delivered one-to-one messages per second",
                  "latency_us": "one-way sender -> server -> recipient, microseconds"},
         "results": rows,
@@ -252,6 +269,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--relay", default=None,
                    help="path of reference_relay.py ($CHAT_REFERENCE_RELAY, default "
                         "../shared/bench/ beside the repository)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="drive every target this many times, interleaved, and report each "
+                        "target's median round (default 1)")
     p.add_argument("--cooldown", type=float, default=1.0, help="pause between targets")
     p.add_argument("--pause", action="store_true",
                    help="wait for Enter before driving each target (to attach py-spy)")
@@ -263,8 +283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.pairs, args.warmup, args.seconds, args.cooldown = 4, 0.3, 1.0, 0.0
         if args.targets == DEFAULT_TARGETS:
             args.targets = "relay,t1,t4"
-    if args.pairs < 1 or args.procs < 1 or args.seconds <= 0:
-        p.error("--pairs, --procs and --seconds must be positive")
+    if args.pairs < 1 or args.procs < 1 or args.seconds <= 0 or args.rounds < 1:
+        p.error("--pairs, --procs, --seconds and --rounds must be positive")
     return args
 
 
@@ -273,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(args)
     print(format_table(summary))
     m = summary["machine"]
-    print(f"{summary['config']['pairs']} pairs, {summary['config']['procs']} driver processes, "
-          f"{summary['config']['seconds']:g} s after {summary['config']['warmup']:g} s warm-up; "
+    cfg = summary["config"]
+    print(f"{cfg['pairs']} pairs, {cfg['procs']} driver processes, {cfg['seconds']:g} s after "
+          f"{cfg['warmup']:g} s warm-up, median of {cfg['rounds']} round(s); "
           f"nproc {m['nproc']}, Python {m['python']}, {m['uname']}, {m['date']}")
     if args.json:
         with open(args.json, "w") as f:

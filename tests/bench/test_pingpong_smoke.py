@@ -29,3 +29,38 @@ def test_pingpong_quick_runs(tmp_path: Path) -> None:
         assert row["delivered"] > 0
         assert row["errors"] == 0 and row["lost_in_flight"] == 0
     assert "| system" in proc.stdout
+
+
+def test_online_one_to_one_chat_touches_no_store() -> None:
+    """What ping-pong measures must not reach the database: a store that raises on any
+    use, a sender and a recipient online, chat both ways (with and without ``seq``)."""
+    from chat.bus import LocalBus
+    from chat.service import ChatService
+    from chat.session import Session
+
+    class NoStore:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"the store was used: {name}")
+
+    class Conn:
+        def __init__(self, name: str, user_id: int) -> None:
+            self.name = name
+            self.context = Session(post=lambda cb: cb())
+            self.context.user_id, self.context.name = user_id, f"user{user_id}"
+            self.sent: list[bytes] = []
+
+        def send(self, data: bytes) -> None:
+            self.sent.append(data)
+
+        def shutdown(self) -> None: ...
+
+        def force_close(self) -> None: ...
+
+    service = ChatService(NoStore(), LocalBus(), "bench")  # type: ignore[arg-type]
+    a, b = Conn("a", 1), Conn("b", 2)
+    service._online.update({1: a, 2: b})  # as login leaves it
+    service.on_data(a, a.context, b'{"msgid":5,"to":2,"msg":"hi"}\n')
+    service.on_data(b, b.context, b'{"msgid":5,"id":2,"toid":1,"msg":"yo","seq":3}\n')
+    assert json.loads(b.sent[0])["msg"] == "hi"
+    assert json.loads(a.sent[0])["msg"] == "yo"
+    assert json.loads(b.sent[1])["state"] == "delivered"
