@@ -110,8 +110,6 @@ def hammer(port: int, seed: int, errors: list[BaseException]) -> None:
 
 def test_fuzzed_server_keeps_serving_and_leaks_nothing(fuzzed_server):
     pid = fuzzed_server.proc.pid
-    with fuzzed_server.connect() as warm:
-        warm.register("warmup", "pw")
     before = proc_counts(pid)
     errors: list[BaseException] = []
     threads = [threading.Thread(target=hammer, args=(fuzzed_server.port, seed, errors))
