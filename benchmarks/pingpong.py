@@ -31,7 +31,12 @@ if HERE not in sys.path:  # run as a script or imported as benchmarks.pingpong
     sys.path.insert(0, HERE)
 
 from driver.histogram import Histogram  # noqa: E402
-from driver.servers import ChatServerProcess, RelayProcess, machine_info  # noqa: E402
+from driver.servers import (  # noqa: E402
+    ChatServerProcess,
+    RelayProcess,
+    machine_info,
+    process_cpu_seconds,
+)
 from driver.users import DriverError, UserConn, UserPool  # noqa: E402
 from driver.workers import WorkerControl, run_workers  # noqa: E402
 
@@ -156,17 +161,19 @@ def run_target(name: str, system: Target, args: argparse.Namespace,
 
 
 class ExternalTarget:
-    """A system somebody else started (a server under a profiler, nginx in front)."""
+    """A system somebody else started (a server under a profiler, nginx in front):
+    ``HOST:PORT``, or ``HOST:PORT@PID`` to report that process's CPU per message."""
 
     def __init__(self, address: str) -> None:
+        address, _, pid = address.partition("@")
         host, _, port = address.rpartition(":")
-        self.host, self.port, self.pid = host or "127.0.0.1", int(port), 0
+        self.host, self.port, self.pid = host or "127.0.0.1", int(port), int(pid or 0)
 
     def stop(self) -> None:
         pass
 
     def cpu_seconds(self) -> float:
-        return 0.0
+        return process_cpu_seconds(self.pid)
 
 
 Target = ChatServerProcess | RelayProcess | ExternalTarget
@@ -264,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
     p.add_argument("--targets", default=DEFAULT_TARGETS,
-                   help="comma list of relay, tN (server -t N) and HOST:PORT (a running "
+                   help="comma list of relay, tN (server -t N) and HOST:PORT[@PID] (a running "
                         f"server); default {DEFAULT_TARGETS}")
     p.add_argument("--relay", default=None,
                    help="path of reference_relay.py ($CHAT_REFERENCE_RELAY, default "
