@@ -35,7 +35,6 @@ from chat.protocol import (
     ACKED_REQUESTS,
     LEGACY_SUPPRESSED,
     BadField,
-    Dialect,
     Errno,
     FrameError,
     Message,
@@ -94,49 +93,17 @@ class ChatService:
     # -- frames in -------------------------------------------------------------
 
     def on_data(self, conn: Connection, session: Session, data: bytes) -> None:
-        """Loop thread of ``conn``: decode and handle every complete frame, in order.
-
-        Fast path: once a connection speaks the modern dialect, a read made of
-        whole ``\\n`` frames and nothing buffered before it (the usual case) is
-        split and parsed here, without the decoder's generic scan (which cost
-        as much as the rest of a chat message; measured).  A frame that is
-        not a JSON object within the size limit (blank, malformed, too long)
-        is handed to the decoder on its own: with its buffer empty and its
-        dialect fixed, it yields exactly what it would have yielded.
-        """
-        decoder = session.decoder
-        if (decoder.dialect is _MODERN and data.endswith(b"\n") and b"\0" not in data
-                and not decoder.buffered and not decoder.closed):
-            limit = decoder.max_frame
-            frames = data.split(b"\n")
-            frames.pop()  # the empty tail after the last terminator
-            for raw in frames:
-                if len(raw) <= limit:
-                    try:
-                        msg = orjson.loads(raw)
-                    except orjson.JSONDecodeError:
-                        msg = None
-                    if type(msg) is dict:
-                        self.handle(conn, session, msg)
-                        continue
-                if not self._on_items(conn, session, decoder.feed(raw + b"\n")):
-                    return
-            return
-        self._on_items(conn, session, decoder.feed(data))
-
-    def _on_items(self, conn: Connection, session: Session,
-                  items: list[Message | FrameError]) -> bool:
-        """Handle decoded items in order; False once a fatal frame error closed ``conn``."""
-        for item in items:
-            if isinstance(item, FrameError):
-                self._reply_error(conn, session, item.errno, item.errmsg, None)
-                if item.fatal:
-                    log.info("%s: %s, closing", conn.name, item.errmsg)
-                    conn.force_close() if session.legacy else conn.shutdown()
-                    return False
-            else:
+        """Loop thread of ``conn``: decode and handle every complete frame, in order."""
+        for item in session.decoder.feed(data):
+            if type(item) is dict:
                 self.handle(conn, session, item)
-        return True
+                continue
+            assert isinstance(item, FrameError)
+            self._reply_error(conn, session, item.errno, item.errmsg, None)
+            if item.fatal:
+                log.info("%s: %s, closing", conn.name, item.errmsg)
+                conn.force_close() if session.legacy else conn.shutdown()
+                return
 
     def handle(self, conn: Connection, session: Session, msg: Message) -> None:
         msgid = msg.get("msgid")
@@ -502,7 +469,6 @@ class ChatService:
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)
-_MODERN = Dialect.MODERN
 
 
 def _now() -> str:

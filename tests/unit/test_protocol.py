@@ -173,3 +173,20 @@ def test_arbitrary_bytes_split_anywhere_match_whole(data, cuts):
     points = sorted({c for c in cuts if c <= len(data)})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     assert feed_all(chunks, 64)[1] == feed_all([data], 64)[1]
+
+
+LINES = st.one_of(
+    st.dictionaries(st.sampled_from(["msgid", "to", "msg"]),
+                    st.one_of(st.integers(-5, 20), st.text(max_size=20))).map(orjson.dumps),
+    st.sampled_from([b"", b"  ", b"\r", b"[1]", b"nope", b"{", b'{"a":1} ', b"\xff",
+                     b'{"m":"' + b"z" * 80 + b'"}']),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINES, min_size=1, max_size=12), st.integers(1, 4))
+def test_whole_line_reads_decode_like_one_stream(lines, per_read):
+    """The decoder's shortcut for reads of whole lines changes no result."""
+    data = [line + b"\n" for line in [b"{}", *lines]]
+    reads = [b"".join(data[i : i + per_read]) for i in range(0, len(data), per_read)]
+    assert feed_all(reads, 64)[1] == feed_all([b"".join(data)], 64)[1]
