@@ -9,6 +9,7 @@ connections, and exit within a few seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import selectors
@@ -20,7 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chat.bus import Bus, LocalBus
-from chat.protocol import DEFAULT_MAX_FRAME, FrameDecoder
+from chat.guards import ConnectionGuard
+from chat.limits import Limits, TokenBucket
+from chat.protocol import FrameDecoder
 from chat.service import ChatService
 from chat.session import Session
 from chat.store import open_store
@@ -46,12 +49,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="redis://HOST:PORT/DB to join a cluster (CHAT_REDIS, default none)")
     p.add_argument("--server-id", default=env("CHAT_SERVER_ID") or None,
                    help="this process's name in the cluster (CHAT_SERVER_ID, default HOST:PORT)")
-    p.add_argument("--max-frame", type=int,
-                   default=int(env("CHAT_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
-                   help="largest request frame in bytes (CHAT_MAX_FRAME, default 65536)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
+    limits = p.add_argument_group("limits")
+    for f in dataclasses.fields(Limits):
+        name = f.name.upper()
+        default: Any = f.default
+        kind = type(default)
+        limits.add_argument("--" + f.name.replace("_", "-"), type=kind,
+                            default=kind(env(f"CHAT_{name}", default)),
+                            help=f"{f.metadata['help']} (CHAT_{name}, default {default})")
     return p.parse_args(argv)
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
 
 
 def make_bus(url: str | None, server_id: str) -> Bus:
@@ -68,7 +80,7 @@ class ChatServer:
 
     def __init__(self, loop: EventLoop, args: argparse.Namespace) -> None:
         self.loop = loop
-        self.max_frame = args.max_frame
+        self.limits = limits_from(args)
         self.tcp = TcpServer(loop, (args.host, args.port), "chat")
         self.tcp.set_thread_num(args.threads)
         self.tcp.set_connection_callback(self.on_connection)
@@ -76,25 +88,37 @@ class ChatServer:
         host, port = self.tcp.address[:2]
         self.server_id = args.server_id or f"{socket.gethostname()}:{args.port or port}"
         store = open_store(args.db)
-        self.service = ChatService(store, make_bus(args.redis, self.server_id), self.server_id)
+        bus = make_bus(args.redis, self.server_id)
+        self.service = ChatService(store, bus, self.server_id, self.limits)
+        self.guard = ConnectionGuard(self.tcp, self.service, self.limits)
         self._stopping = False
 
     def start(self) -> None:
         self.service.start()
         self.tcp.start()
+        self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         host, port = self.tcp.address[:2]
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
 
     def on_connection(self, conn: TcpConnection) -> None:
         if conn.connected:
-            conn.context = Session(
-                post=conn.loop.queue_in_loop, decoder=FrameDecoder(self.max_frame)
-            )
+            if self.guard.admit(conn):
+                conn.context = Session(
+                    post=conn.loop.queue_in_loop,
+                    decoder=FrameDecoder(self.limits.max_frame),
+                    bucket=TokenBucket(self.limits.rate, self.limits.burst),
+                )
         elif isinstance(conn.context, Session):
+            self.guard.release()
             self.service.on_disconnect(conn, conn.context)
 
     def on_message(self, conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
-        self.service.on_data(conn, conn.context, buf.retrieve_all())
+        session = conn.context
+        if session is None:  # refused at admission: ignore what it sends
+            buf.retrieve_all()
+            return
+        session.last_seen = time.monotonic()
+        self.service.on_data(conn, session, buf.retrieve_all())
 
     # -- shutdown --------------------------------------------------------------
 

@@ -1,36 +1,22 @@
-"""The chat business: a dispatch table from msgid to handler, and routing.
+"""The chat business: a dispatch table from msgid to handler.
 
-Theory of operation
--------------------
-Handlers run in the loop thread of the connection that sent the request.  The
-only shared state is ``_online`` (user id -> connection), guarded by
-``_lock``, which is held for map operations only, never across I/O or a
-database call.
-
-Routing a message to a user (``_route``): a connection in ``_online`` gets it
-at once through ``conn.send`` (which hops to the owning loop); otherwise the
-bus is asked (another process of the cluster may hold the user); otherwise it
-is stored offline.  Storing races with the user logging in: the sender may
-miss the user in ``_online`` just before the login registers it, and store
-after the login fetched the offline messages.  So after storing, the sender
-looks again and, if the user is now here, asks the user's own loop to flush
-the offline messages (``_kick``).  Login and flushes run in that one loop
-thread, one after the other, so no message is delivered twice.
-
-Replies are checked in the order PROTOCOL.md gives: frame, msgid known,
-logged in, fields, identity, business rules.
+Handlers run in the loop thread of the connection that sent the request and
+see its `Session` (``conn.context``).  Delivery to users, the online map and
+its lock live in `chat.router.Router`.  Replies are checked in the order
+PROTOCOL.md gives: frame, msgid known, logged in, fields, identity, business
+rules; a connection over its request rate is refused before all of them.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import orjson
 
 from chat.bus import Bus
+from chat.limits import FailureThrottle, Limits
 from chat.protocol import (
     ACKED_REQUESTS,
     LEGACY_SUPPRESSED,
@@ -46,6 +32,7 @@ from chat.protocol import (
     req_str,
     to_legacy_login_ack,
 )
+from chat.router import Router
 from chat.session import Connection, Session
 from chat.store import GroupNameTaken, NameTaken, Store, StoreUnavailable
 
@@ -64,13 +51,18 @@ class RequestFailed(Exception):
 
 
 class ChatService:
-    def __init__(self, store: Store, bus: Bus, server_id: str) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, server_id: str, limits: Limits | None = None
+    ) -> None:
         self.store = store
         self.bus = bus
         self.server_id = server_id
-        self._lock = threading.Lock()
-        self._online: dict[int, Connection] = {}
-        self._claiming: set[int] = set()  # logins between the checks and ``_online``
+        self.limits = limits or Limits()
+        self.router = Router(store, bus, self.limits.max_offline)
+        self._failed_accounts = FailureThrottle(self.limits.account_failures,
+                                                self.limits.login_window)
+        self._failed_addresses = FailureThrottle(self.limits.address_failures,
+                                                 self.limits.login_window)
         self._handlers: dict[int, Handler] = {
             MsgId.LOGIN_MSG: self.login,
             MsgId.REG_MSG: self.register,
@@ -88,7 +80,7 @@ class ChatService:
         cleared = self.store.reset_server(self.server_id)
         if cleared:
             log.info("cleared %d stale online state(s) of server %s", cleared, self.server_id)
-        self.bus.start(self.deliver_from_bus, self._kick)
+        self.bus.start(self.router.deliver_from_bus, self.router.kick)
 
     # -- frames in -------------------------------------------------------------
 
@@ -109,6 +101,11 @@ class ChatService:
         msgid = msg.get("msgid")
         handler = self._handlers.get(msgid) if type(msgid) is int else None
         try:
+            if session.bucket is not None:
+                if session.bucket.take():
+                    session.refused = 0
+                else:
+                    self._over_rate(conn, session)
             if handler is None:
                 raise RequestFailed(Errno.BAD_REQUEST, f"unknown msgid {msgid!r}")
             if session.user_id is None and msgid not in self._anonymous:
@@ -127,6 +124,17 @@ class ChatService:
         except Exception:
             log.exception("%s: bug while handling msgid %r", conn.name, msgid)
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "internal server error")
+
+    def _over_rate(self, conn: Connection, session: Session) -> None:
+        """Refuse a request over the rate; a client that keeps on is cut off."""
+        session.refused += 1
+        if session.refused == 1:
+            log.info("%s: over %g requests/s, refusing", conn.name, self.limits.rate)
+        if session.refused > self.limits.burst:
+            log.warning("%s: still flooding after %d refusals, closing", conn.name,
+                        session.refused)
+            conn.shutdown()
+        raise RequestFailed(Errno.SERVER_ERROR, "too many requests, slow down")
 
     # -- replies out -----------------------------------------------------------
 
@@ -178,45 +186,44 @@ class ChatService:
         password = req_str(msg, "password")
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
+        address = ("address", _host(conn))
+        if self._failed_accounts.blocked(user_id) or self._failed_addresses.blocked(address):
+            raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
         user = self.store.authenticate(user_id, password)
         if user is None:
+            self._failed_accounts.failed(user_id)
+            self._failed_addresses.failed(address)
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
+        self._failed_accounts.succeeded(user_id)
         self._claim(user_id, conn)
         session.user_id, session.name = user.id, user.name
+        session.offline_sent_upto = 0
         self.bus.subscribe(user.id)
         try:
             ack, last_offline = self._login_ack(user.id, user.name)
-            # Delete before replying: if the delete fails the login fails with
-            # errno 9 and the messages stay stored for the retry (no duplicate).
-            if last_offline is not None:
-                self.store.delete_offline(user.id, last_offline)
         except StoreUnavailable:
             self._drop_session(conn, session)
             raise
+        if last_offline is not None:
+            self.router.delete_when_written(conn, session, user.id, last_offline)
         self._reply(conn, session, msg, ack)
 
     def _claim(self, user_id: int, conn: Connection) -> None:
-        """Mark the user online here and in ``_online``, or raise errno 2.
+        """Mark the user online here and in the router, or raise errno 2.
 
         A row that says "online on this server" for a user this process does
         not hold was left by a mark_offline that failed (database outage), so
-        it is taken over; ``_claiming`` keeps two logins of one user on this
-        server from both doing so.
+        it is taken over; the router's reservation keeps two logins of one
+        user on this server from both doing so.
         """
-        with self._lock:
-            busy = user_id in self._online or user_id in self._claiming
-            if not busy:
-                self._claiming.add(user_id)
-        if busy:
+        if not self.router.reserve(user_id):
             raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
         try:
             if not self.store.mark_online(user_id, self.server_id) and not self._take_over(user_id):
                 raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
-            with self._lock:
-                self._online[user_id] = conn
+            self.router.attach(user_id, conn)
         finally:
-            with self._lock:
-                self._claiming.discard(user_id)
+            self.router.unreserve(user_id)
 
     def _take_over(self, user_id: int) -> bool:
         """The database says the user is online: claim it if its holder cannot hold it.
@@ -282,10 +289,10 @@ class ChatService:
         if user_id is None:
             return
         session.user_id = session.name = None
-        with self._lock:
-            if self._online.get(user_id) is conn:
-                del self._online[user_id]
+        self.router.detach(user_id, conn)
         self.bus.unsubscribe(user_id)
+        if session.undeleted is not None:
+            self.router.delete_sent(session, *session.undeleted)
         try:
             self.store.mark_offline(user_id, self.server_id)
         except StoreUnavailable as exc:
@@ -342,6 +349,8 @@ class ChatService:
         text = msg.get("msg")
         if not isinstance(text, str):
             raise BadField("field 'msg' must be a string")
+        if len(text) > self.limits.max_msg_len:
+            raise BadField(f"field 'msg' must be at most {self.limits.max_msg_len} characters")
         sent_at = msg.get("time")
         if sent_at is not None and not isinstance(sent_at, str):
             raise BadField("field 'time' must be a string")
@@ -352,18 +361,18 @@ class ChatService:
             "msgid": _ONE_CHAT_MSG, "id": session.user_id, "name": session.name,
             "to": to, "msg": text, "time": sent_at or _now(),
         })
-        if self._send_live(to, payload):
+        if self.router.send_live(to, payload):
             state = "delivered"
         elif self.store.get_user(to) is None:
             raise RequestFailed(Errno.NOT_FOUND, f"user {to} does not exist")
         else:
-            self._store_offline([(to, payload)])
+            self.router.store_offline([(to, payload)])
             state = "stored"
         self._ack_chat(conn, session, msg, state)
 
     def group_chat(self, conn: Connection, session: Session, msg: Message) -> None:
         group_id = req_int(msg, "groupid")
-        text = req_str(msg, "msg")
+        text = req_str(msg, "msg", 0, self.limits.max_msg_len)
         sent_at = opt_str(msg, "time") or _now()
         self._check_identity(session, msg)
         members = self.store.group_member_ids(group_id)
@@ -378,10 +387,10 @@ class ChatService:
         offline = [
             (member, payload)
             for member in members
-            if member != session.user_id and not self._send_live(member, payload)
+            if member != session.user_id and not self.router.send_live(member, payload)
         ]
         if offline:
-            self._store_offline(offline)
+            self.router.store_offline(offline)
         self._ack_chat(conn, session, msg, "delivered")
 
     def _ack_chat(self, conn: Connection, session: Session, msg: Message, state: str) -> None:
@@ -390,75 +399,14 @@ class ChatService:
                 "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"], "state": state,
             })
 
-    # -- routing ---------------------------------------------------------------
-
-    def _send_live(self, user_id: int, payload: bytes) -> bool:
-        """Deliver to the user's connection here, or through the bus; False if neither."""
-        # No lock for this read: one dict.get is atomic under the GIL and every
-        # writer still holds the lock.  The lock never covered the send, so a
-        # user leaving right after the lookup races exactly as it did with it.
-        conn = self._online.get(user_id)
-        if conn is not None:
-            conn.send(payload + conn.context.terminator)
-            return True
-        return self.bus.publish(user_id, payload)
-
-    def _store_offline(self, items: list[tuple[int, bytes]]) -> None:
-        self.store.store_offline_many([(uid, payload.decode()) for uid, payload in items])
-        for user_id, _ in items:
-            if not self._kick(user_id):
-                self.bus.notify_stored(user_id)  # it may have just logged in elsewhere
-
-    def _kick(self, user_id: int) -> bool:
-        """If the user is here (logged in meanwhile), flush its offline messages in its loop.
-
-        Safe from any thread; the bus calls it when another process stored
-        messages for a user of this one.
-        """
-        with self._lock:
-            conn = self._online.get(user_id)
-        if conn is None:
-            return False
-        session: Session = conn.context
-        session.post(lambda: self._flush_offline(conn, session, user_id))
-        return True
-
-    def _flush_offline(self, conn: Connection, session: Session, user_id: int) -> None:
-        if session.user_id != user_id:
-            return
-        try:
-            rows = self.store.fetch_offline(user_id)
-            if rows:  # delete first: a failed delete leaves them for later, never twice
-                self.store.delete_offline(user_id, rows[-1][0])
-                conn.send(b"".join(text.encode() + session.terminator for _, text in rows))
-        except StoreUnavailable as exc:
-            log.warning("offline flush for user %d postponed: %s", user_id, exc)
-
-    def deliver_from_bus(self, user_id: int, payload: bytes) -> None:
-        """Bus thread: a message for a user this process held; offline if it left."""
-        with self._lock:
-            conn = self._online.get(user_id)
-        if conn is not None:
-            session: Session = conn.context
-            conn.send(payload + session.terminator)
-            return
-        try:
-            self._store_offline([(user_id, payload)])
-        except StoreUnavailable as exc:
-            log.error("message for user %d lost, storage unavailable: %s", user_id, exc)
-
     # -- shutdown --------------------------------------------------------------
 
     def online_count(self) -> int:
-        with self._lock:
-            return len(self._online)
+        return self.router.count()
 
     def shutdown(self) -> None:
         """Mark every user of this process offline (only this process's users)."""
-        with self._lock:
-            users = list(self._online)
-            self._online.clear()
-        for user_id in users:
+        for user_id in self.router.detach_all():
             self.bus.unsubscribe(user_id)
         try:
             self.store.reset_server(self.server_id)
@@ -469,6 +417,11 @@ class ChatService:
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)
+
+
+def _host(conn: Connection) -> str:
+    address = conn.peer_address
+    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
 def _now() -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chat.limits import TokenBucket
 from chat.protocol import DEFAULT_MAX_FRAME, Dialect, FrameDecoder
 
 
@@ -17,7 +20,12 @@ class Connection(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def peer_address(self) -> Any: ...
+
     def send(self, data: bytes) -> None: ...
+
+    def set_write_complete_callback(self, cb: Callable[[Any], None] | None) -> None: ...
 
     def shutdown(self) -> None: ...
 
@@ -36,8 +44,18 @@ class Session:
 
     post: Callable[[Callable[[], None]], None]
     decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(DEFAULT_MAX_FRAME))
+    bucket: TokenBucket | None = None  # request rate limit; None: unlimited
     user_id: int | None = None
     name: str | None = None
+    refused: int = 0  # requests refused for the rate, in a row
+    opened: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)  # of the last bytes received
+    closing_since: float | None = None  # told to go (idle, full, slow): closed soon
+    # Offline messages sent on this login: the highest id, the frames whose
+    # write has not completed yet, and a (user, up to id) whose delete failed.
+    offline_sent_upto: int = 0
+    unwritten: Counter[bytes] = field(default_factory=Counter)
+    undeleted: tuple[int, int] | None = None
 
     @property
     def legacy(self) -> bool:

@@ -203,11 +203,34 @@ class Store:
     def store_offline(self, user_id: int, message: str) -> None:
         self._write(self._INSERT_OFFLINE, (user_id, message))
 
-    def store_offline_many(self, items: list[tuple[int, str]]) -> None:
-        """Store several (user id, message) pairs in one transaction."""
+    def store_offline_many(
+        self, items: list[tuple[int, str]], keep: int | None = None
+    ) -> dict[int, int]:
+        """Store several (user id, message) pairs in one transaction.
+
+        With ``keep``, each of those users keeps only its ``keep`` newest
+        messages; returns how many of the oldest were dropped, per user.
+        """
         if not items:
-            return
-        self._pool.run(lambda cur: cur.executemany(self._sql(self._INSERT_OFFLINE), items))
+            return {}
+
+        def work(cur: Cursor) -> dict[int, int]:
+            cur.executemany(self._sql(self._INSERT_OFFLINE), items)
+            if keep is None:
+                return {}
+            dropped = {uid: self._trim(cur, uid, keep) for uid in {uid for uid, _ in items}}
+            return {uid: n for uid, n in dropped.items() if n}
+
+        return self._pool.run(work)
+
+    def _trim(self, cur: Cursor, user_id: int, keep: int) -> int:
+        self._exec(cur, "SELECT id FROM offlinemessage WHERE userid = ?"
+                   " ORDER BY id DESC LIMIT 1 OFFSET ?", (user_id, keep))
+        row = cur.fetchone()
+        if row is None:
+            return 0
+        return int(self._exec(cur, "DELETE FROM offlinemessage WHERE userid = ? AND id <= ?",
+                              (user_id, row[0])).rowcount)
 
     def fetch_offline(self, user_id: int) -> list[tuple[int, str]]:
         """(row id, message) pairs of the user, oldest first."""

@@ -8,7 +8,7 @@ tests/e2e/test_mysql_fault.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,23 @@ class FlakyStore:
 
 
 class FakeConn:
+    """Writes at once: the write-complete callback follows every send, as in the reactor."""
+
     name = "fake"
+    peer_address = ("127.0.0.1", 5555)
 
     def __init__(self) -> None:
         self.context: Session = Session(post=lambda fn: fn())
         self.frames: list[dict[str, Any]] = []
+        self.written: Callable[[Any], None] | None = None
 
     def send(self, data: bytes) -> None:
         self.frames.extend(orjson.loads(line) for line in data.split(b"\n") if line)
+        if self.written is not None:
+            self.written(self)
+
+    def set_write_complete_callback(self, cb: Callable[[Any], None] | None) -> None:
+        self.written = cb
 
     def shutdown(self) -> None:
         pass
@@ -75,8 +84,7 @@ def _login(service: ChatService, conn: FakeConn, uid: int) -> dict[str, Any]:
     return acks[0]
 
 
-@pytest.mark.parametrize("midway", ["fetch_offline", "friends_of", "groups_of",
-                                    "delete_offline"])
+@pytest.mark.parametrize("midway", ["fetch_offline", "friends_of", "groups_of"])
 def test_login_failing_midway_can_be_retried(
         world: tuple[ChatService, FlakyStore, int], midway: str) -> None:
     service, flaky, uid = world
@@ -121,20 +129,39 @@ def test_logout_during_outage_leaves_no_lockout(
     assert _login(service, FakeConn(), uid)["errno"] == 0
 
 
-def test_flush_with_failing_delete_keeps_messages_for_later(
+def test_failed_delete_after_login_keeps_messages_and_retries_at_logout(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    flaky.failing = {"delete_offline"}
+    conn = FakeConn()
+    ack = _login(service, conn, uid)
+    assert ack["errno"] == 0 and len(ack["offlinemsg"]) == 3
+    assert flaky.real.offline_count(uid) == 3  # delivered, not deleted yet
+    flaky.failing = set()
+    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    assert flaky.real.offline_count(uid) == 0  # deleted when the session ended
+
+
+def test_flush_sends_only_what_the_login_did_not(
         world: tuple[ChatService, FlakyStore, int]) -> None:
     service, flaky, uid = world
     conn = FakeConn()
-    flaky.failing = {"fetch_offline"}  # login fails, nothing delivered
-    assert _login(service, conn, uid)["errno"] == Errno.SERVER_ERROR
-    flaky.failing = set()
-    conn = FakeConn()
-    assert len(_login(service, conn, uid)["offlinemsg"]) == 3
-    flaky.real.store_offline(uid, orjson.dumps({"msgid": 5, "msg": "late"}).decode())
     flaky.failing = {"delete_offline"}
-    service._flush_offline(conn, conn.context, uid)
-    assert [f for f in conn.frames if f.get("msg") == "late"] == []  # not sent, kept
+    assert len(_login(service, conn, uid)["offlinemsg"]) == 3
     flaky.failing = set()
-    service._flush_offline(conn, conn.context, uid)
-    assert [f["msg"] for f in conn.frames if f.get("msg") == "late"] == ["late"]
+    flaky.real.store_offline(uid, orjson.dumps({"msgid": 5, "msg": "late"}).decode())
+    service.router.flush_offline(conn, conn.context, uid)
+    service.router.flush_offline(conn, conn.context, uid)
+    pushed = [f["msg"] for f in conn.frames if f["msgid"] == MsgId.ONE_CHAT_MSG]
+    assert pushed == ["late"]
     assert flaky.real.offline_count(uid) == 0
+
+
+def test_unwritten_offline_messages_stay_stored(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    """The delete waits for the write: a connection that never drains loses nothing."""
+    service, flaky, uid = world
+    conn = FakeConn()
+    conn.set_write_complete_callback = lambda cb: None  # type: ignore[method-assign]
+    assert len(_login(service, conn, uid)["offlinemsg"]) == 3
+    assert flaky.real.offline_count(uid) == 3

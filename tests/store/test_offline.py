@@ -54,3 +54,14 @@ def test_concurrent_writers_keep_every_message(store: Store) -> None:
     for n in range(8):  # each writer's messages come back in its own order
         mine = [m for m in messages if m.startswith(f"{n}:")]
         assert mine == [f"{n}:{i}" for i in range(25)]
+
+
+def test_store_offline_many_keeps_only_the_newest(store: Store) -> None:
+    a = store.register("trim-a", "pw")
+    b = store.register("trim-b", "pw")
+    assert store.store_offline_many([(a, f"a{i}") for i in range(5)], keep=3) == {a: 2}
+    assert [m for _, m in store.fetch_offline(a)] == ["a2", "a3", "a4"]
+    assert store.store_offline_many([(a, "a5"), (b, "b0")], keep=3) == {a: 1}
+    assert [m for _, m in store.fetch_offline(a)] == ["a3", "a4", "a5"]
+    assert store.store_offline_many([(b, "b1")]) == {}
+    assert store.offline_count(b) == 2

@@ -1,0 +1,116 @@
+"""Guards of one server process against clients that take without giving.
+
+`ConnectionGuard` belongs to the entry point, which knows the reactor:
+
+* ``admit`` refuses connections over ``max_connections`` with an error
+  frame, so existing users keep working when a flood of connects arrives;
+* ``sweep`` (a timer of the main loop) ends connections that did not log
+  in within ``login_timeout`` or sent nothing, not even a keep-alive, for
+  ``idle_timeout``; the disconnect marks their users offline;
+* ``on_high_water`` drops a client that stops reading while messages pile
+  up for it.  What is still queued for it is parsed back into messages and
+  stored offline, so the user gets them at the next login.  Only the one
+  frame cut in half by the kernel, whose head the client already has, is
+  beyond saving.
+
+Theory of the sweep: every frame refreshes ``session.last_seen`` in the
+connection's loop (one float store per read); the sweep reads those floats
+from the main loop without a lock, since a slightly stale float only delays
+a close by one sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import orjson
+
+from chat.limits import Limits
+from chat.protocol import Errno, error_reply
+from chat.service import ChatService
+from chat.session import Session
+from reactor import TcpConnection, TcpServer
+
+log = logging.getLogger("chat.guards")
+
+CLOSE_GRACE = 5.0  # seconds a warned connection gets to read its error and close
+
+
+class ConnectionGuard:
+    def __init__(self, tcp: TcpServer, service: ChatService, limits: Limits) -> None:
+        self.tcp = tcp
+        self.service = service
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def sweep_interval(self) -> float:
+        return min(max(min(self.limits.login_timeout, self.limits.idle_timeout) / 4, 0.05), 5.0)
+
+    def admit(self, conn: TcpConnection) -> bool:
+        """Connection's loop: count it in, or refuse it when the process is full."""
+        with self._lock:
+            full = self._count >= self.limits.max_connections
+            if not full:
+                self._count += 1
+        if full:
+            log.warning("%s refused: %d connections already", conn.name,
+                        self.limits.max_connections)
+            self._warn_and_close(conn, Errno.SERVER_ERROR, "server is full, try again later")
+            return False
+        conn.set_high_water_mark_callback(self.on_high_water, self.limits.high_water_mark)
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def sweep(self) -> None:
+        """Main loop timer: close the connections that overstayed."""
+        now = time.monotonic()
+        for conn in self.tcp.connections():
+            session = conn.context
+            if not isinstance(session, Session):
+                continue
+            if session.closing_since is not None:
+                if now - session.closing_since > CLOSE_GRACE:
+                    conn.force_close()
+            elif now - session.last_seen > self.limits.idle_timeout:
+                log.info("%s idle for %gs, closing", conn.name, self.limits.idle_timeout)
+                self._warn_and_close(conn, Errno.BAD_REQUEST, "idle for too long; send a "
+                                     "keep-alive (an empty line) to stay connected")
+            elif session.user_id is None and now - session.opened > self.limits.login_timeout:
+                self._warn_and_close(conn, Errno.NOT_LOGGED_IN, "log in within "
+                                     f"{self.limits.login_timeout:g} seconds of connecting")
+
+    def _warn_and_close(self, conn: TcpConnection, errno: Errno, errmsg: str) -> None:
+        session = conn.context
+        if isinstance(session, Session):
+            session.closing_since = time.monotonic()
+            if session.legacy:
+                conn.force_close()
+                return
+        conn.send(orjson.dumps(error_reply(errno, errmsg)) + b"\n")
+        conn.shutdown()
+
+    def on_high_water(self, conn: TcpConnection, queued: int) -> None:
+        """Loop thread: a client that does not read; keep what it would lose, drop it."""
+        session = conn.context
+        if not isinstance(session, Session) or session.closing_since is not None:
+            return
+        session.closing_since = time.monotonic()
+        user_id = session.user_id
+        undelivered = self.service.router.salvage(session, conn.output_buffer.retrieve_all())
+        log.warning("%s: %d bytes queued and not read, dropping it; %d message(s) kept "
+                    "offline", conn.name, queued, len(undelivered))
+        self.service.on_disconnect(conn, session)
+        if user_id is not None and undelivered:
+            try:
+                self.service.router.store_offline([(user_id, raw) for raw in undelivered])
+            except Exception:
+                log.exception("%s: could not keep the undelivered messages", conn.name)
+        conn.force_close()
+
