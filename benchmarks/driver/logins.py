@@ -1,0 +1,81 @@
+"""Login storm: U registered users per process log in and out as fast as the server lets them.
+
+Each connection alternates ``LOGIN_MSG`` and ``LOGINOUT_MSG``, one request in
+flight, and sends the next one as soon as the previous ACK arrives.  A login
+is the server's whole login path: authenticate (a read and a password hash
+check at the server's scrypt cost), mark online (a write), the ACK's friends,
+groups and offline-message reads; a logout is one write.  The figure is
+completed logins per second in the window; the latency recorded is the
+login's (request sent -> ACK received).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chat.protocol import MsgId, encode
+
+from .common import raise_nofile, wait_until
+from .histogram import Histogram
+from .users import UserConn, UserPool
+from .workers import WorkerControl
+
+_LOGIN_ACK, _LOGOUT_ACK = 2, 14
+
+
+def login_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
+    raise_nofile()
+    pool = UserPool(cfg["host"], cfg["port"], cfg["users"], cfg["prefix"])
+    pool.setup(timeout=cfg.get("setup_timeout", 120.0))
+    pool.request_all(lambda c: encode({"msgid": MsgId.LOGINOUT_MSG}), MsgId.LOGINOUT_MSG_ACK)
+    login = {c.index: encode({"msgid": MsgId.LOGIN_MSG, "id": c.user_id,
+                              "password": c.password}) for c in pool.conns}
+    logout = encode({"msgid": MsgId.LOGINOUT_MSG})
+    sent_at = [0] * len(pool.conns)
+
+    start = ctl.wait_go()
+    warm_end = int((start + cfg["warmup"]) * 1e9)
+    end = warm_end + int(cfg["seconds"] * 1e9)
+    drain_end = end + int(cfg.get("drain", 10.0) * 1e9)
+    wait_until(start)
+
+    hist, monotonic_ns = Histogram(), time.monotonic_ns
+    logins = total = errors = 0
+    first_error = ""
+    busy = len(pool.conns)
+    for c in pool.conns:
+        sent_at[c.index] = monotonic_ns()
+        c.send(login[c.index])
+    while busy:
+        for key, mask in pool.sel.select(0.2):
+            c: UserConn = key.data
+            if mask & 2:
+                c.flush()
+            if not mask & 1:
+                continue
+            for m in c.receive():
+                now = monotonic_ns()
+                mid = m.get("msgid") if type(m) is dict else None
+                if mid not in (_LOGIN_ACK, _LOGOUT_ACK) or m.get("errno") != 0:
+                    errors += 1
+                    first_error = first_error or repr(m)[:200]
+                    if mid not in (_LOGIN_ACK, _LOGOUT_ACK):
+                        continue
+                if mid == _LOGIN_ACK:
+                    total += 1
+                    if warm_end <= now < end:
+                        hist.record(now - sent_at[c.index])
+                        logins += 1
+                    c.send(logout)
+                elif now < end:
+                    sent_at[c.index] = now
+                    c.send(login[c.index])
+                else:
+                    busy -= 1
+            ctl.progress(total)
+        if monotonic_ns() > drain_end:
+            break
+    pool.close()
+    return {"logins": logins, "total": total, "errors": errors, "unfinished": busy,
+            "first_error": first_error, "histogram": hist.to_dict()}
