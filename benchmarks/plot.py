@@ -1,0 +1,159 @@
+"""PNG plots of throughput and p99 latency from the load benchmarks' JSON results.
+
+    .venv/bin/python benchmarks/plot.py [--results benchmarks/results] [--out DIR]
+
+Reads, from the results directory, whatever of these exists and draws one
+figure per file (two panels: throughput on the left, p99 latency on the
+right), written next to it unless ``--out`` says otherwise:
+
+- ``sweep_*.json`` (``load.py sweep``): against the number of clients at one
+  ``-t``, and against ``-t`` at one number of clients;
+  -> ``sweep_*_clients.png`` and ``sweep_*_threads.png``;
+- ``fanout.json`` (``load.py fanout``): deliveries/s and p99 against group
+  size, one line per ``-t`` -> ``fanout.png``;
+- ``compare.json`` (``load.py compare``): bars per system for ping-pong and
+  flood -> ``compare.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RATE_KEYS = ("deliveries_per_s", "msgs_per_s", "logins_per_s")
+
+
+def _rate(row: dict[str, Any]) -> float:
+    return float(next(row[k] for k in RATE_KEYS if k in row))
+
+
+def _footer(fig: Any, summary: dict[str, Any]) -> None:
+    m = summary.get("machine", {})
+    fig.text(0.01, 0.01, f"{m.get('nproc', '?')} cores, Python {m.get('python', '?')}, "
+             f"{m.get('date', '')}; {summary.get('benchmark', '')}", fontsize=7, color="gray")
+
+
+def _two_panels(title: str) -> tuple[Any, Any, Any]:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig.suptitle(title)
+    left.set_ylabel("throughput (messages/s)")
+    right.set_ylabel("p99 latency (ms)")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+    return fig, left, right
+
+
+def _save(fig: Any, path: str) -> str:
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(summary: dict[str, Any], stem: str) -> list[str]:
+    rows = summary["results"]
+    kind = rows[0].get("mode", "pingpong") if rows else "pingpong"
+    out = []
+    for axis, xkey, label in (("clients", "clients", "clients (connections)"),
+                              ("threads", "threads", "server -t (sub-reactor threads)")):
+        part = sorted((r for r in rows if r.get("sweep") == axis), key=lambda r: r[xkey])
+        if not part:
+            continue
+        fixed = (f"-t {part[0]['threads']}" if axis == "clients"
+                 else f"{part[0]['clients']} clients")
+        fig, left, right = _two_panels(f"chat {kind}: against {axis} ({fixed})")
+        xs = [r[xkey] for r in part]
+        left.plot(xs, [_rate(r) for r in part], "o-", label="delivered/s")
+        right.plot(xs, [r["latency_us"]["p99"] / 1000 for r in part], "o-", color="C3")
+        for ax in (left, right):
+            ax.set_xlabel(label)
+            if axis == "clients":
+                ax.set_xscale("log")
+            else:
+                ax.set_xticks(xs)
+        _footer(fig, summary)
+        out.append(_save(fig, f"{stem}_{axis}.png"))
+    return out
+
+
+def plot_fanout(summary: dict[str, Any], stem: str) -> list[str]:
+    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in summary["results"]:
+        lines[r["target"]].append(r)
+    fig, left, right = _two_panels("group fan-out: one sender per group")
+    left.set_ylabel("deliveries/s at the members")
+    for target, part in sorted(lines.items()):
+        part.sort(key=lambda r: r["group_size"])
+        xs = [r["group_size"] for r in part]
+        left.plot(xs, [_rate(r) for r in part], "o-", label=target)
+        right.plot(xs, [r["latency_us"]["p99"] / 1000 for r in part], "o-", label=target)
+    left.axhline(50_000, color="gray", ls="--", lw=1, label="target 50,000/s")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("group size (members, sender included)")
+        ax.legend(fontsize=8)
+    _footer(fig, summary)
+    return [_save(fig, f"{stem}.png")]
+
+
+def plot_compare(summary: dict[str, Any], stem: str) -> list[str]:
+    fig, left, right = _two_panels("reference relay vs server -t 1 / -t 4 (and 1 vs 2 servers)")
+    groups = [("ping-pong", summary.get("pingpong", []), "target"),
+              ("flood", summary.get("flood", []), "target"),
+              ("cluster ping-pong", summary.get("cluster", []), "scenario")]
+    labels, rates, p99s, colors = [], [], [], []
+    for i, (name, rows, key) in enumerate(groups):
+        for r in rows:
+            labels.append(f"{name}\n{r[key]}".replace("server ", "").replace("reference ", ""))
+            rates.append(_rate(r))
+            p99s.append(r["latency_us"]["p99"] / 1000)
+            colors.append(f"C{i}")
+    xs = range(len(labels))
+    left.bar(xs, rates, color=colors)
+    right.bar(xs, p99s, color=colors)
+    for ax in (left, right):
+        ax.set_xticks(list(xs), labels, fontsize=7, rotation=45, ha="right")
+    _footer(fig, summary)
+    return [_save(fig, f"{stem}.png")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", default=os.path.join(HERE, "results"),
+                   help="directory of the JSON results (default benchmarks/results)")
+    p.add_argument("--out", default=None, help="where to write the PNGs (default: --results)")
+    args = p.parse_args(argv)
+    out_dir = args.out or args.results
+    os.makedirs(out_dir, exist_ok=True)
+    made = []
+    for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        with open(path) as f:
+            summary = json.load(f)
+        stem = os.path.join(out_dir, name)
+        if name.startswith("sweep"):
+            made += plot_sweep(summary, stem)
+        elif name == "fanout":
+            made += plot_fanout(summary, stem)
+        elif name == "compare":
+            made += plot_compare(summary, stem)
+    for path in made:
+        print(os.path.relpath(path))
+    if not made:
+        print("no sweep_*.json, fanout.json or compare.json found")
+    return 0 if made else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
