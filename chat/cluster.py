@@ -3,8 +3,10 @@
 Starts ``--servers`` chat servers on consecutive ports (``--first-port``,
 ``--port-step``), all on one MySQL (``--db``) and one Redis (``--redis``), and
 nginx with a config rendered from ``conf/nginx.conf`` for exactly those ports,
-then prints where to connect.  Ctrl+C (or SIGTERM) stops everything it
-started, chat servers first so they log their users out.
+then prints where to connect.  With ``--tls-cert``/``--tls-key`` nginx runs
+``conf/nginx-tls.conf`` instead and clients connect with TLS.  Ctrl+C (or
+SIGTERM) stops everything it started, chat servers first so they log their
+users out.
 
 The rendering (``render_nginx_conf``) is also what the cluster tests use.
 """
@@ -28,12 +30,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = ROOT / "conf" / "nginx.conf"
+NGINX_TLS_TEMPLATE = ROOT / "conf" / "nginx-tls.conf"
 STOP_GRACE = 10.0
 
 _LOAD_STREAM = re.compile(r"^[ \t]*load_module\s+\S*ngx_stream_module\.so\s*;.*$", re.M)
 _MAIN_ONLY = re.compile(r"^(pid|error_log|daemon)\s+[^;]*;.*$", re.M)  # given with -g
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server\s+[\w.\-\[\]:]+:\d+([^;]*);.*\n", re.M)
 _LISTEN = re.compile(r"^(\s*listen\s+)\S+", re.M)
+_SSL_FILE = re.compile(r"^(\s*ssl_certificate(?:_key)?)\s+[^;]*;", re.M)
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,14 @@ def find_nginx(binary: str | None = None) -> NginxBuild:
 
 
 def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen: str,
-                      build: NginxBuild) -> str:
+                      build: NginxBuild, tls: tuple[str, str] | None = None) -> str:
     """``template`` (conf/nginx.conf) for these chat servers, listening on ``listen``.
 
     The result is meant for ``nginx -p DIR -c FILE -g 'daemon off; pid ...;
     error_log ...;'``: pid and error_log lines are dropped and the stream
     module is loaded from its absolute path (or not at all when built in).
+    ``tls`` (certificate chain, private key) fills in the ``ssl_certificate``
+    and ``ssl_certificate_key`` lines of a TLS template (conf/nginx-tls.conf).
     """
     if build.stream == "dynamic":
         module = os.path.join(build.modules_path, "ngx_stream_module.so")
@@ -81,7 +87,21 @@ def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen
     indent, params = first.group(1), first.group(2)
     servers = "".join(f"{indent}server {host}:{port}{params};\n" for host, port in backends)
     text = text[:first.start()] + servers + _UPSTREAM_SERVER.sub("", text[first.end():])
+    if tls is not None:
+        text = _render_tls(text, *tls)
     return _LISTEN.sub(lambda m: m.group(1) + listen, text, count=1)
+
+
+def _render_tls(text: str, cert: str, key: str) -> str:
+    files = {"ssl_certificate": cert, "ssl_certificate_key": key}
+    for path in files.values():
+        if any(c in path for c in '"$\\\n'):  # nginx would read quotes or variables
+            raise ValueError(f"unsupported character in TLS file path {path!r}")
+    found = _SSL_FILE.findall(text)
+    if sorted(d.strip() for d in found) != sorted(files):
+        raise ValueError("the nginx template has no ssl_certificate/ssl_certificate_key lines")
+    return _SSL_FILE.sub(
+        lambda m: f'{m.group(1)} "{os.path.abspath(files[m.group(1).strip()])}";', text)
 
 
 def nginx_command(build: NginxBuild, workdir: Path) -> list[str]:
@@ -103,13 +123,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port-step", type=int, default=2, help="port increment (2: 6000, 6002)")
     p.add_argument("--listen", type=int, default=8000, help="nginx port (8000)")
     p.add_argument("--no-nginx", action="store_true", help="chat servers only")
+    p.add_argument("--tls-cert", help="certificate chain (PEM): nginx listens with TLS "
+                   "(conf/nginx-tls.conf); needs --tls-key")
+    p.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
     p.add_argument("--threads", type=int, default=4, help="sub-reactors per server (4)")
     p.add_argument("--db", default=env("CHAT_DB", "mysql://root:@127.0.0.1:3306/chat"),
                    help="the cluster's MySQL (CHAT_DB, default mysql://root:@127.0.0.1:3306/chat)")
     p.add_argument("--redis", default=env("CHAT_REDIS", "redis://127.0.0.1:6379/0"),
                    help="the cluster's Redis (CHAT_REDIS, default redis://127.0.0.1:6379/0)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    return args
 
 
 class Cluster:
@@ -133,9 +159,11 @@ class Cluster:
             self._spawn(f"chat{i}", argv, ready=f"listening on {a.host}:{port}")
         if not a.no_nginx:
             build = find_nginx()
-            conf = render_nginx_conf(NGINX_TEMPLATE.read_text(),
+            tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
+            template = NGINX_TLS_TEMPLATE if tls else NGINX_TEMPLATE
+            conf = render_nginx_conf(template.read_text(),
                                      [(a.host, p) for p in self.ports()],
-                                     f"{a.host}:{a.listen}", build)
+                                     f"{a.host}:{a.listen}", build, tls=tls)
             (self.workdir / "nginx.conf").write_text(conf)
             subprocess.run(nginx_command(build, self.workdir) + ["-t", "-q"], check=True)
             self._spawn("nginx", nginx_command(build, self.workdir), ready=None)
@@ -193,11 +221,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         cluster.start()
-        where = (f"{args.host}:{args.listen} (nginx)" if not args.no_nginx
+        where = (f"{args.host}:{args.listen} (nginx{', TLS' if args.tls_cert else ''})"
+                 if not args.no_nginx
                  else ", ".join(f"{args.host}:{p}" for p in cluster.ports()))
+        if args.tls_cert and not args.no_nginx:  # python -m client has no TLS
+            example = (f"openssl s_client -quiet -connect {args.host}:{args.listen}"
+                       " -CAfile CA.pem  (then type JSON frames)")
+        else:
+            example = (f"python -m client {args.host} "
+                       f"{args.listen if not args.no_nginx else cluster.ports()[0]}")
         print(f"cluster ready: {args.servers} chat server(s); connect to {where}, e.g.\n"
-              f"    python -m client {args.host} "
-              f"{args.listen if not args.no_nginx else cluster.ports()[0]}\n"
+              f"    {example}\n"
               "Ctrl+C stops everything.", flush=True)
         while not stop.wait(0.5):
             dead = [name for name, proc in cluster.children if proc.poll() is not None]
