@@ -1,4 +1,5 @@
-"""nginx in the foreground from a config rendered from ``conf/nginx.conf``, for tests."""
+"""nginx in the foreground from a config rendered from ``conf/nginx.conf``
+(or ``conf/nginx-tls.conf``), for tests."""
 
 from __future__ import annotations
 
@@ -10,20 +11,32 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from chat.cluster import NGINX_TEMPLATE, find_nginx, nginx_command, render_nginx_conf
+from chat.cluster import (
+    NGINX_TEMPLATE,
+    NGINX_TLS_TEMPLATE,
+    find_nginx,
+    nginx_command,
+    render_nginx_conf,
+)
 
 from .mariadb_server import free_port
 
 
 class NginxProcess:
-    """nginx on a free 127.0.0.1 port balancing over ``backends`` (host, port)."""
+    """nginx on a free 127.0.0.1 port balancing over ``backends`` (host, port).
 
-    def __init__(self, backends: Sequence[tuple[str, int]]) -> None:
+    With ``tls`` (certificate chain, key) it runs conf/nginx-tls.conf instead:
+    clients then connect to ``port`` with TLS.
+    """
+
+    def __init__(self, backends: Sequence[tuple[str, int]],
+                 tls: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="chat-nginx-"))
         build = find_nginx()
-        conf = render_nginx_conf(NGINX_TEMPLATE.read_text(), backends,
-                                 f"127.0.0.1:{self.port}", build)
+        template = NGINX_TLS_TEMPLATE if tls else NGINX_TEMPLATE
+        conf = render_nginx_conf(template.read_text(), backends,
+                                 f"127.0.0.1:{self.port}", build, tls=tls)
         (self.dir / "nginx.conf").write_text(conf)
         self.argv = nginx_command(build, self.dir)
         self.process: subprocess.Popen[bytes] | None = None
