@@ -87,14 +87,23 @@ class ConnectionGuard:
                                      f"{self.limits.login_timeout:g} seconds of connecting")
 
     def _warn_and_close(self, conn: TcpConnection, errno: Errno, errmsg: str) -> None:
+        """Any thread: log the user out at once, tell the client why, close."""
         session = conn.context
-        if isinstance(session, Session):
-            session.closing_since = time.monotonic()
+        if not isinstance(session, Session):  # refused at admission, in its loop
+            conn.send(orjson.dumps(error_reply(errno, errmsg)) + b"\n")
+            conn.shutdown()
+            return
+        session.closing_since = time.monotonic()
+
+        def in_loop() -> None:
+            self.service.on_disconnect(conn, session)
             if session.legacy:
                 conn.force_close()
-                return
-        conn.send(orjson.dumps(error_reply(errno, errmsg)) + b"\n")
-        conn.shutdown()
+            else:
+                conn.send(orjson.dumps(error_reply(errno, errmsg)) + b"\n")
+                conn.shutdown()
+
+        session.post(in_loop)
 
     def on_high_water(self, conn: TcpConnection, queued: int) -> None:
         """Loop thread: a client that does not read; keep what it would lose, drop it."""
