@@ -7,8 +7,11 @@
 * ``sweep`` (a timer of the main loop) ends connections that did not log
   in within ``login_timeout`` or sent nothing, not even a keep-alive, for
   ``idle_timeout``; the disconnect marks their users offline;
-* ``on_high_water`` drops a client that stops reading while messages pile
-  up for it.  What is still queued for it is parsed back into messages and
+* a client that stops reading while messages pile up for it is dropped:
+  over ``high_water_mark`` queued bytes it is watched, and if it is still
+  over the mark ``slow_grace`` seconds later (a big login ack read at any
+  sane speed drains long before) or ever reaches ``max_backlog`` bytes, it
+  is dropped.  What is still queued for it is parsed back into messages and
   stored offline, so the user gets them at the next login.  Only the one
   frame cut in half by the kernel, whose head the client already has, is
   beyond saving.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 import orjson
 
@@ -61,7 +65,7 @@ class ConnectionGuard:
                         self.limits.max_connections)
             self._warn_and_close(conn, Errno.SERVER_ERROR, "server is full, try again later")
             return False
-        conn.set_high_water_mark_callback(self.on_high_water, self.limits.high_water_mark)
+        conn.set_high_water_mark_callback(self.on_backlog, self.limits.high_water_mark)
         return True
 
     def release(self) -> None:
@@ -78,6 +82,9 @@ class ConnectionGuard:
             if session.closing_since is not None:
                 if now - session.closing_since > CLOSE_GRACE:
                     conn.force_close()
+            elif (session.backlogged_since is not None
+                  and now - session.backlogged_since > self.limits.slow_grace):
+                session.post(partial(self._judge_backlog, conn))
             elif now - session.last_seen > self.limits.idle_timeout:
                 log.info("%s idle for %gs, closing", conn.name, self.limits.idle_timeout)
                 self._warn_and_close(conn, Errno.BAD_REQUEST, "idle for too long; send a "
@@ -105,7 +112,27 @@ class ConnectionGuard:
 
         session.post(in_loop)
 
-    def on_high_water(self, conn: TcpConnection, queued: int) -> None:
+    def on_backlog(self, conn: TcpConnection, queued: int) -> None:
+        """Loop thread: the bytes queued for ``conn`` crossed a mark upwards."""
+        session = conn.context
+        if not isinstance(session, Session):
+            return
+        if queued >= self.limits.max_backlog:
+            self.drop_slow(conn, queued)
+        elif session.backlogged_since is None:
+            session.backlogged_since = time.monotonic()
+            conn.set_high_water_mark_callback(self.on_backlog, self.limits.max_backlog)
+
+    def _judge_backlog(self, conn: TcpConnection) -> None:
+        session = conn.context
+        queued = conn.output_buffer.readable_bytes()
+        if queued > self.limits.high_water_mark:
+            self.drop_slow(conn, queued)
+        else:
+            session.backlogged_since = None
+            conn.set_high_water_mark_callback(self.on_backlog, self.limits.high_water_mark)
+
+    def drop_slow(self, conn: TcpConnection, queued: int) -> None:
         """Loop thread: a client that does not read; keep what it would lose, drop it."""
         session = conn.context
         if not isinstance(session, Session) or session.closing_since is not None:

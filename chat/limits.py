@@ -41,8 +41,12 @@ class Limits:
     address_failures: int = _limit(50, "failed logins from one address per window (behind "
                                    "nginx every client has nginx's address)")
     login_window: float = _limit(60.0, "seconds the failed logins are remembered")
-    high_water_mark: int = _limit(4 * 1024 * 1024, "bytes queued for a client that does "
-                                  "not read before it is dropped")
+    high_water_mark: int = _limit(4 * 1024 * 1024, "bytes queued for a client before it "
+                                  "is watched as a slow reader")
+    slow_grace: float = _limit(10.0, "seconds a client may stay over the high-water mark "
+                               "before it is dropped")
+    max_backlog: int = _limit(64 * 1024 * 1024, "bytes queued for a client beyond which it "
+                              "is dropped at once")
 
 
 class TokenBucket:

@@ -51,6 +51,7 @@ class Session:
     opened: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)  # of the last bytes received
     closing_since: float | None = None  # told to go (idle, full, slow): closed soon
+    backlogged_since: float | None = None  # over the high-water mark since then
     # Offline messages sent on this login: the highest id, the frames whose
     # write has not completed yet, and a (user, up to id) whose delete failed.
     offline_sent_upto: int = 0

@@ -157,7 +157,8 @@ def test_keep_alive_lines_hold_an_idle_connection_open(limited_server):
 
 
 def test_slow_consumer_is_dropped_and_what_it_missed_is_kept(limited_server):
-    srv = limited_server("--high-water-mark", "65536", "--rate", "1e6", "--burst", "100000")
+    srv = limited_server("--high-water-mark", "65536", "--slow-grace", "0.5",
+                         "--rate", "1e6", "--burst", "100000")
     sender = logged_in(srv, "sender")
     slow = srv.connect()
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning
@@ -185,3 +186,17 @@ def test_slow_consumer_is_dropped_and_what_it_missed_is_kept(limited_server):
     assert len(missing) <= 1, f"{len(missing)} lost"  # at most the frame cut in half
     live = [m for m in live if m != "sync"]
     assert live == sorted(live)
+
+
+def test_a_login_ack_over_the_high_water_mark_is_delivered(limited_server):
+    srv = limited_server("--high-water-mark", "65536", "--slow-grace", "0.5")
+    sender = logged_in(srv, "sender")
+    with srv.connect() as s:
+        uid = s.register("away", "pw")["id"]
+    texts = [f"{i} " + "q" * 2000 for i in range(300)]  # about 600 KB of login ack
+    for text in texts:
+        sender.chat(uid, text)
+    assert sender.chat(uid, "last", seq=1)["state"] == "stored"
+    with srv.connect() as s:
+        assert [m["msg"] for m in s.login(uid, "pw")["offlinemsg"]] == [*texts, "last"]
+        assert s.closed_by_server(timeout=1) is False
