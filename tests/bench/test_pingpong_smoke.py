@@ -58,7 +58,8 @@ def test_online_one_to_one_chat_touches_no_store() -> None:
 
     service = ChatService(NoStore(), LocalBus(), "bench")  # type: ignore[arg-type]
     a, b = Conn("a", 1), Conn("b", 2)
-    service._online.update({1: a, 2: b})  # as login leaves it
+    service.router.attach(1, a)  # as login leaves them
+    service.router.attach(2, b)
     service.on_data(a, a.context, b'{"msgid":5,"to":2,"msg":"hi"}\n')
     service.on_data(b, b.context, b'{"msgid":5,"id":2,"toid":1,"msg":"yo","seq":3}\n')
     assert json.loads(b.sent[0])["msg"] == "hi"
