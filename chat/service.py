@@ -17,6 +17,7 @@ import orjson
 
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
+from chat.presence import Presence
 from chat.protocol import (
     ACKED_REQUESTS,
     LEGACY_SUPPRESSED,
@@ -59,6 +60,7 @@ class ChatService:
         self.server_id = server_id
         self.limits = limits or Limits()
         self.router = Router(store, bus, self.limits.max_offline)
+        self.presence = Presence(store, bus, self.router, server_id)
         self._failed_accounts = FailureThrottle(self.limits.account_failures,
                                                 self.limits.login_window)
         self._failed_addresses = FailureThrottle(self.limits.address_failures,
@@ -77,9 +79,7 @@ class ChatService:
 
     def start(self) -> None:
         """Clear what a crash of this server left online, then start routing."""
-        cleared = self.store.reset_server(self.server_id)
-        if cleared:
-            log.info("cleared %d stale online state(s) of server %s", cleared, self.server_id)
+        self.presence.clear_own()
         self.bus.start(self.router.deliver_from_bus, self.router.kick)
 
     # -- frames in -------------------------------------------------------------
@@ -195,10 +195,10 @@ class ChatService:
             self._failed_addresses.failed(address)
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
         self._failed_accounts.succeeded(user_id)
-        self._claim(user_id, conn)
+        if not self.presence.claim(user_id, conn):
+            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
         session.user_id, session.name = user.id, user.name
         session.offline_sent_upto = 0
-        self.bus.subscribe(user.id)
         try:
             ack, last_offline = self._login_ack(user.id, user.name)
         except StoreUnavailable:
@@ -207,41 +207,6 @@ class ChatService:
         if last_offline is not None:
             self.router.delete_when_written(conn, session, user.id, last_offline)
         self._reply(conn, session, msg, ack)
-
-    def _claim(self, user_id: int, conn: Connection) -> None:
-        """Mark the user online here and in the router, or raise errno 2.
-
-        A row that says "online on this server" for a user this process does
-        not hold was left by a mark_offline that failed (database outage), so
-        it is taken over; the router's reservation keeps two logins of one
-        user on this server from both doing so.
-        """
-        if not self.router.reserve(user_id):
-            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
-        try:
-            if not self.store.mark_online(user_id, self.server_id) and not self._take_over(user_id):
-                raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
-            self.router.attach(user_id, conn)
-        finally:
-            self.router.unreserve(user_id)
-
-    def _take_over(self, user_id: int) -> bool:
-        """The database says the user is online: claim it if its holder cannot hold it.
-
-        That is this server itself (a stale row, see ``_claim``), nobody (it
-        logged out meanwhile) or a server of the cluster that stopped beating
-        (killed: its users must not stay locked out).
-        """
-        holder = self.store.holder(user_id)
-        if holder == self.server_id:
-            log.info("user %d: taking over a stale online state of this server", user_id)
-            return True
-        if holder is None:
-            return self.store.mark_online(user_id, self.server_id)
-        if self.bus.is_alive(holder) or not self.store.take_over(user_id, holder, self.server_id):
-            return False
-        log.info("user %d: taken over from server %s, which is dead", user_id, holder)
-        return True
 
     def _login_ack(self, user_id: int, name: str) -> tuple[Message, int | None]:
         rows = self.store.fetch_offline(user_id)
@@ -278,27 +243,16 @@ class ChatService:
 
     def on_disconnect(self, conn: Connection, session: Session) -> None:
         """The connection is gone: its user, if any, is offline at once."""
-        if session.user_id is not None:
-            try:
-                self._drop_session(conn, session)
-            except StoreUnavailable as exc:
-                log.warning("could not mark user offline: %s", exc)
+        self._drop_session(conn, session)
 
     def _drop_session(self, conn: Connection, session: Session) -> None:
         user_id = session.user_id
         if user_id is None:
             return
         session.user_id = session.name = None
-        self.router.detach(user_id, conn)
-        self.bus.unsubscribe(user_id)
         if session.undeleted is not None:
             self.router.delete_sent(session, *session.undeleted)
-        try:
-            self.store.mark_offline(user_id, self.server_id)
-        except StoreUnavailable as exc:
-            # Offline here all the same; the next login here takes the row over.
-            log.warning("user %d left, but is still marked online in the database: %s",
-                        user_id, exc)
+        self.presence.release(user_id, conn)
 
     # -- friends and groups ----------------------------------------------------
 
@@ -406,12 +360,7 @@ class ChatService:
 
     def shutdown(self) -> None:
         """Mark every user of this process offline (only this process's users)."""
-        for user_id in self.router.detach_all():
-            self.bus.unsubscribe(user_id)
-        try:
-            self.store.reset_server(self.server_id)
-        except StoreUnavailable as exc:
-            log.warning("could not mark users offline at shutdown: %s", exc)
+        self.presence.release_all()
         self.bus.close()
 
 

@@ -1,0 +1,90 @@
+"""Who is online where: the claim a login makes and the release when it ends.
+
+The database holds the truth for the whole cluster (``user.state`` and
+``user.server``); a login claims the user with an atomic update that only
+succeeds from "offline".  When the update fails the user is online
+somewhere, and the claim is refused unless the holder cannot hold it:
+
+* this very process (a stale row left by a mark-offline that failed while
+  the database was down; the process knows it does not hold the user);
+* nobody any more (the user went offline meanwhile: claim again);
+* a process of the cluster whose heartbeat stopped (killed: its users must
+  not stay locked out), taken over with a compare-and-set on its id.
+
+A process clears only its own users, at start (what a crash left) and at
+shutdown, never those of other processes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chat.bus import Bus
+from chat.router import Router
+from chat.session import Connection
+from chat.store import Store, StoreUnavailable
+
+log = logging.getLogger("chat.presence")
+
+
+class Presence:
+    def __init__(self, store: Store, bus: Bus, router: Router, server_id: str) -> None:
+        self.store = store
+        self.bus = bus
+        self.router = router
+        self.server_id = server_id
+
+    def clear_own(self) -> None:
+        """At start: users a crash of this server left online are offline."""
+        cleared = self.store.reset_server(self.server_id)
+        if cleared:
+            log.info("cleared %d stale online state(s) of server %s", cleared, self.server_id)
+
+    def claim(self, user_id: int, conn: Connection) -> bool:
+        """Mark the user online here and attach ``conn``; False if it is online elsewhere.
+
+        The router's reservation keeps two logins of one user on this server
+        from both getting through.
+        """
+        if not self.router.reserve(user_id):
+            return False
+        try:
+            if not self.store.mark_online(user_id, self.server_id) and not self._take_over(user_id):
+                return False
+            self.router.attach(user_id, conn)
+            self.bus.subscribe(user_id)
+            return True
+        finally:
+            self.router.unreserve(user_id)
+
+    def _take_over(self, user_id: int) -> bool:
+        holder = self.store.holder(user_id)
+        if holder == self.server_id:
+            log.info("user %d: taking over a stale online state of this server", user_id)
+            return True
+        if holder is None:
+            return self.store.mark_online(user_id, self.server_id)
+        if self.bus.is_alive(holder) or not self.store.take_over(user_id, holder, self.server_id):
+            return False
+        log.info("user %d: taken over from server %s, which is dead", user_id, holder)
+        return True
+
+    def release(self, user_id: int, conn: Connection) -> None:
+        """The user left ``conn``: offline here at once, and in the database if it answers."""
+        self.router.detach(user_id, conn)
+        self.bus.unsubscribe(user_id)
+        try:
+            self.store.mark_offline(user_id, self.server_id)
+        except StoreUnavailable as exc:
+            # Offline here all the same; the next login here takes the row over.
+            log.warning("user %d left, but is still marked online in the database: %s",
+                        user_id, exc)
+
+    def release_all(self) -> None:
+        """At shutdown: every user of this process (and only of this process) goes offline."""
+        for user_id in self.router.detach_all():
+            self.bus.unsubscribe(user_id)
+        try:
+            self.store.reset_server(self.server_id)
+        except StoreUnavailable as exc:
+            log.warning("could not mark users offline at shutdown: %s", exc)
