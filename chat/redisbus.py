@@ -109,6 +109,9 @@ class RedisBus:
         self._ready = threading.Event()  # set while _connected
         self._circuit_until = 0.0
         self._owe_flush_all = False
+        # Users with messages stored here while Redis failed and no flush since:
+        # later messages for them are stored too, so they cannot overtake.
+        self._unflushed: set[int] = set()
         self._stop = threading.Event()
         self._deliver: Deliver | None = None
         self._flush: Flush | None = None
@@ -146,13 +149,26 @@ class RedisBus:
         self._wake()
 
     def publish(self, user_id: int, payload: bytes) -> bool:
-        """True if a process holding ``user_id`` took ``payload``."""
-        return self._publish(user_channel(user_id), payload) > 0
+        """True if a process holding ``user_id`` took ``payload``.
+
+        False, without publishing, while a message this process stored for
+        ``user_id`` because Redis failed has not been followed by a ``flush``
+        that reached Redis: a newer message sent live would overtake it.  The
+        caller stores this one too, and its ``notify_stored`` sends the flush.
+        """
+        if user_id in self._unflushed:
+            return False
+        if (n := self._publish(user_channel(user_id), payload)) < 0:
+            self._unflushed.add(user_id)
+        return n > 0
 
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
         if self._publish(user_channel(user_id), FLUSH) < 0:
             self._owe_flush_all = True
+            self._unflushed.add(user_id)
+        else:
+            self._unflushed.discard(user_id)  # the flush follows every message stored
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the subscriber is connected and subscribed (for tests and tools)."""
@@ -223,9 +239,11 @@ class RedisBus:
         while not self._stop.wait(self._every):
             if self._beat() and self._owe_flush_all:
                 self._owe_flush_all = False
+                unflushed = set(self._unflushed)  # stored before this flush-all
                 if self._publish(CLUSTER_CHANNEL, FLUSH_ALL) < 0:
                     self._owe_flush_all = True
                 else:
+                    self._unflushed -= unflushed
                     log.info("asked the cluster to flush offline messages")
 
     # -- subscriber thread -----------------------------------------------------
