@@ -176,24 +176,33 @@ def capacity(args: argparse.Namespace) -> list[Row]:
 
 
 def sweep(args: argparse.Namespace) -> list[Row]:
-    """Throughput and latency against clients (at --base-threads) and against -t."""
-    rows = []
+    """Throughput and latency against clients (at --base-threads) and against -t; with
+    --rounds R the whole plan runs R times, interleaved, and each point is its median."""
     plan = [("clients", int(c), args.base_threads) for c in args.clients.split(",")]
     plan += [("threads", args.base_clients, int(t)) for t in args.threads.split(",")]
-    for axis, clients, threads in plan:
-        pairs = max(1, clients // 2)
-        sub = argparse.Namespace(**{**vars(args), "targets": f"t{threads}", "pairs": pairs})
-        if args.mode == "pingpong":
-            def body(system: pingpong.Target, tag: str, sub: argparse.Namespace = sub) -> Row:
-                row = pingpong.run_target(f"t{sub.targets[1:]}", system, sub, tag)
-                row.pop("target")
-                return row
-            got = each_target(sub, body)
-        else:
-            got = flood(sub)
-        for row in got:
+    runs: dict[int, list[Row]] = {i: [] for i in range(len(plan))}
+    for _ in range(args.rounds):
+        for i, (axis, clients, threads) in enumerate(plan):
+            pairs = max(1, clients // 2)
+            sub = argparse.Namespace(**{**vars(args), "targets": f"t{threads}", "pairs": pairs,
+                                        "seq": False})
+            if args.mode == "pingpong":
+                def body(system: pingpong.Target, tag: str,
+                         sub: argparse.Namespace = sub) -> Row:
+                    row = pingpong.run_target(f"t{sub.targets[1:]}", system, sub, tag)
+                    row.pop("target")
+                    return row
+                (row,) = each_target(sub, body)
+            else:
+                (row,) = flood(sub)
             row.update(sweep=axis, clients=2 * pairs, threads=threads, mode=args.mode)
-        rows += got
+            runs[i].append(row)
+    rows = []
+    for i in range(len(plan)):
+        by_rate = sorted(runs[i], key=lambda r: r["msgs_per_s"])
+        rows.append({**by_rate[(len(by_rate) - 1) // 2],
+                     "rounds_msgs_per_s": [r["msgs_per_s"] for r in runs[i]],
+                     "errors": sum(r["errors"] for r in runs[i])})
     return rows
 
 
@@ -206,7 +215,17 @@ def compare(args: argparse.Namespace) -> Row:
     pp = pingpong.run(pp_args)
     by = {r["target"]: r["msgs_per_s"] for r in pp["results"]}
     fl_args = argparse.Namespace(**{**vars(args), "targets": "relay,t1,t4", "seq": False})
-    fl = {r["target"]: r for r in flood(fl_args)}
+    fl_runs: dict[str, list[Row]] = {}
+    for _ in range(args.rounds):  # interleaved like ping-pong's; each target's median round
+        for r in flood(fl_args):
+            fl_runs.setdefault(r["target"], []).append(r)
+    fl = {}
+    for target, runs in fl_runs.items():
+        runs.sort(key=lambda r: r["msgs_per_s"])
+        fl[target] = {**runs[(len(runs) - 1) // 2],
+                      "rounds_msgs_per_s": [r["msgs_per_s"] for r in runs],
+                      "errors": sum(r["errors"] for r in runs),
+                      "lost": sum(r["lost"] for r in runs)}
     fl_rate = {t: r["msgs_per_s"] for t, r in fl.items()}
     out: Row = {"pingpong": pp["results"], "flood": list(fl.values())}
     rel, t1, t4 = "reference relay", "server -t 1", "server -t 4"
@@ -326,6 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sp.add_argument("--base-threads", type=int, default=1, help="-t of the clients sweep")
     sp.add_argument("--base-clients", type=int, default=200, help="clients of the -t sweep")
     sp.add_argument("--window", type=int, default=16, help="flood window")
+    sp.add_argument("--rounds", type=int, default=1, help="runs of the plan (median point)")
     sp = sub.add_parser("compare", help="relay vs -t 1 vs -t 4, one vs two servers")
     common(sp)
     sp.add_argument("--pairs", type=int, default=100)

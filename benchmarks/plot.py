@@ -28,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RATE_KEYS = ("deliveries_per_s", "msgs_per_s", "logins_per_s")
@@ -50,11 +51,13 @@ def _two_panels(title: str) -> tuple[Any, Any, Any]:
     right.set_ylabel("p99 latency (ms)")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
+    left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     return fig, left, right
 
 
 def _save(fig: Any, path: str) -> str:
+    for ax in fig.axes:  # after the data, so the top of the axis follows it
+        ax.set_ylim(bottom=0)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -122,6 +125,8 @@ def plot_compare(summary: dict[str, Any], stem: str) -> list[str]:
     xs = range(len(labels))
     left.bar(xs, rates, color=colors)
     right.bar(xs, p99s, color=colors)
+    for x, rate in zip(xs, rates, strict=True):
+        left.annotate(f"{rate / 1000:.0f}k", (x, rate), ha="center", va="bottom", fontsize=7)
     for ax in (left, right):
         ax.set_xticks(list(xs), labels, fontsize=7, rotation=45, ha="right")
     _footer(fig, summary)

@@ -36,8 +36,9 @@ def flood_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
         a.peer, b.peer = b, a
     window, by_ack = cfg["window"], bool(cfg.get("seq"))
     when = time.strftime("%Y-%m-%d %H:%M:%S")
-    heads = [(f'{{"msgid":5,"to":{c.peer.user_id},"time":"{when}","msg":"').encode()
-             for c in conns if c.peer is not None]
+    # "id" too, though the server fills it in: the reference relay forwards frames as they are.
+    heads = [(f'{{"msgid":5,"id":{c.user_id},"to":{c.peer.user_id},"time":"{when}",'
+              f'"msg":"').encode() for c in conns if c.peer is not None]
     tail = b"x" * (MSG_LEN - STAMP_LEN) + (b'","seq":1}\n' if by_ack else b'"}\n')
     peer_id = [c.peer.user_id for c in conns if c.peer is not None]
     inflight = [0] * len(conns)
