@@ -774,7 +774,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"frames received in all)",
         f"  lost {r['lost']}, in flight at a kill {r['in_flight_at_kill']}, in flight when the "
         f"client dropped its connection {r['in_flight_at_client_close']}, duplicated "
-        f"{r['duplicated']}, order violations {r['order_violations']}",
+        f"{r['duplicated']}, order violations {r['order_violations']} (+ "
+        f"{r['order_violations_redis_outage']} of messages stored during a Redis outage, "
+        "a known limit)",
         f"  sent without an ack (sender's connection died): per recipient "
         f"{r['unknown_deliveries']}",
         f"logins {r['logins']}, retries by errno {r['login_retries_by_errno']}, longest "
