@@ -18,6 +18,7 @@ shutdown, never those of other processes.
 from __future__ import annotations
 
 import logging
+import threading
 
 from chat.bus import Bus
 from chat.router import Router
@@ -33,6 +34,8 @@ class Presence:
         self.bus = bus
         self.router = router
         self.server_id = server_id
+        self._lock = threading.Lock()
+        self._unreleased: set[int] = set()  # left here, still online in the database
 
     def clear_own(self) -> None:
         """At start: users a crash of this server left online are offline."""
@@ -53,6 +56,8 @@ class Presence:
                 return False
             self.router.attach(user_id, conn)
             self.bus.subscribe(user_id)
+            with self._lock:
+                self._unreleased.discard(user_id)
             return True
         finally:
             self.router.unreserve(user_id)
@@ -76,9 +81,35 @@ class Presence:
         try:
             self.store.mark_offline(user_id, self.server_id)
         except StoreUnavailable as exc:
-            # Offline here all the same; the next login here takes the row over.
+            # Offline here all the same.  Until ``retry_releases`` succeeds, a
+            # login here takes the row over and one elsewhere gets errno 2.
             log.warning("user %d left, but is still marked online in the database: %s",
                         user_id, exc)
+            with self._lock:
+                self._unreleased.add(user_id)
+
+    def retry_releases(self) -> None:
+        """Mark offline the users whose release failed, once the database answers.
+
+        Call it from a thread that may block on the database (a loop of the
+        pool, as handlers do).  The router's reservation keeps a login of the
+        same user here from interleaving with the update.
+        """
+        with self._lock:
+            pending, self._unreleased = self._unreleased, set()
+        for user_id in pending:
+            if not self.router.reserve(user_id):
+                continue  # online here again: the row is right as it is
+            try:
+                self.store.mark_offline(user_id, self.server_id)
+            except StoreUnavailable:
+                with self._lock:
+                    self._unreleased.add(user_id)
+            finally:
+                self.router.unreserve(user_id)
+        if pending:
+            log.info("retried %d failed release(s), %d left", len(pending),
+                     len(self._unreleased))
 
     def release_all(self) -> None:
         """At shutdown: every user of this process (and only of this process) goes offline."""

@@ -32,6 +32,7 @@ from reactor import Buffer, EventLoop, TcpConnection, TcpServer
 log = logging.getLogger("chat.server")
 
 SHUTDOWN_GRACE = 3.0
+RETRY_RELEASES_EVERY = 2.0  # seconds between retries of logouts the database missed
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -97,8 +98,13 @@ class ChatServer:
         self.service.start()
         self.tcp.start()
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
+        self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
         host, port = self.tcp.address[:2]
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
+
+    def _retry_releases(self) -> None:
+        # A database call: not in the accepting loop, but where handlers run.
+        self.tcp.thread_pool.next_loop().queue_in_loop(self.service.presence.retry_releases)
 
     def on_connection(self, conn: TcpConnection) -> None:
         if conn.connected:

@@ -165,3 +165,32 @@ def test_unwritten_offline_messages_stay_stored(
     conn.set_write_complete_callback = lambda cb: None  # type: ignore[method-assign]
     assert len(_login(service, conn, uid)["offlinemsg"]) == 3
     assert flaky.real.offline_count(uid) == 3
+
+
+def test_a_failed_logout_is_retried_so_other_servers_can_log_the_user_in(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    conn = FakeConn()
+    assert _login(service, conn, uid)["errno"] == 0
+    flaky.failing = {"mark_offline"}
+    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    assert flaky.real.holder(uid) == "s1"  # pinned to this server ...
+    service.presence.retry_releases()  # ... while the database is still down
+    assert flaky.real.holder(uid) == "s1"
+    flaky.failing = set()
+    service.presence.retry_releases()
+    assert flaky.real.holder(uid) is None
+    assert flaky.real.mark_online(uid, "another-server")
+
+
+def test_retry_leaves_alone_a_user_who_came_back(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    conn = FakeConn()
+    assert _login(service, conn, uid)["errno"] == 0
+    flaky.failing = {"mark_offline"}
+    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    flaky.failing = set()
+    assert _login(service, FakeConn(), uid)["errno"] == 0
+    service.presence.retry_releases()
+    assert flaky.real.holder(uid) == "s1"
