@@ -172,6 +172,7 @@ class ChatUser(User):
         self.password = "pw"
         self.friends: list[int] = []
         self.group_id: int | None = None
+        self.logged_in = False
         reg = self.client.request("register", {"msgid": MsgId.REG_MSG, "name": self.name,
                                                "password": self.password})
         self.user_id: int = reg["id"] if reg is not None else 0
@@ -187,6 +188,7 @@ class ChatUser(User):
                                             "password": self.password})
         if ack is None:
             return False
+        self.logged_in = True
         for stored in ack.get("offlinemsg", []):
             self.client._fire("deliver", "offline", _age_ms(stored))
         return True
@@ -216,20 +218,25 @@ class ChatUser(User):
 
     @task(10)
     def chat_with_friend(self) -> None:
-        if self.friends:
+        if not self.logged_in:
+            self._login()
+        elif self.friends:
             self.client.request("one_chat", {"msgid": MsgId.ONE_CHAT_MSG,
                                              "to": random.choice(self.friends),
                                              "msg": _text("hello friend")})
 
     @task(3)
     def chat_in_group(self) -> None:
-        if self.group_id is not None:
+        if self.logged_in and self.group_id is not None:
             self.client.request("group_chat", {"msgid": MsgId.GROUP_CHAT_MSG,
                                                "groupid": self.group_id,
                                                "msg": _text("hello group")})
 
     @task(1)
     def log_out_and_in(self) -> None:
+        if not self.logged_in:
+            return
+        self.logged_in = False  # before the request: a user stopped while waiting is out
         if self.client.request("logout", {"msgid": MsgId.LOGINOUT_MSG}) is not None:
             gevent.sleep(random.uniform(0.0, self.wait_time()))
             self._login()
@@ -237,6 +244,6 @@ class ChatUser(User):
     def on_stop(self) -> None:
         client = getattr(self, "client", None)
         if client is not None:
-            if not client.closed:
+            if self.logged_in and not client.closed:
                 client.request("logout", {"msgid": MsgId.LOGINOUT_MSG})
             client.close()
