@@ -42,9 +42,11 @@ from driver.common import merge, rss_kib, split  # noqa: E402
 from driver.fanout import create_groups, fanout_worker  # noqa: E402
 from driver.flood import flood_worker  # noqa: E402
 from driver.logins import login_worker  # noqa: E402
-from driver.servers import machine_info  # noqa: E402
+from driver.servers import UNLIMITED_RATE_ENV, machine_info  # noqa: E402
 from driver.users import DriverError  # noqa: E402
 from driver.workers import WorkerFn, run_workers  # noqa: E402
+
+from chat.limits import Limits  # noqa: E402
 
 Row = dict[str, Any]
 LAT_COLS = ("p50", "p90", "p99", "p99.9", "max")
@@ -367,16 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# The server's per-connection request limit (chat/limits.py, 2,000/s by default)
-# protects it from one greedy client; a flood or a fan-out sender is exactly such
-# a client, and these runs measure the server's capacity, not its limiter.
-UNLIMITED = {"CHAT_RATE": "1e9", "CHAT_BURST": "1000000000"}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.keep_rate_limit:
-        os.environ.update(UNLIMITED)  # inherited by the servers started here
+    if args.keep_rate_limit:  # servers started here lift it unless $CHAT_RATE is set
+        limits = Limits()
+        os.environ.setdefault("CHAT_RATE", str(limits.rate))
+        os.environ.setdefault("CHAT_BURST", str(limits.burst))
     machine = machine_info()
     mode = args.mode
     if mode == "sweep":
@@ -390,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {"flood": flood, "fanout": fanout, "logins": logins,
                 "capacity": capacity}[mode](args)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "relay", "mode")}
-    config["server_env"] = {} if args.keep_rate_limit else UNLIMITED
+    config["server_env"] = {k: os.environ.get(k, v) for k, v in UNLIMITED_RATE_ENV.items()}
     summary: dict[str, Any] = {
         "benchmark": f"load {mode}",
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),

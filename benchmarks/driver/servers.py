@@ -3,7 +3,8 @@
 `ChatServerProcess` runs ``python -m chat.server`` on a free port over a fresh
 SQLite file in a temporary directory, with the fast password hash
 (``CHAT_SCRYPT_LOG2N=8``) so that logging in hundreds of users takes a second,
-and reads the real port from its ``listening on HOST:PORT`` log line.
+and with the per-connection request limit lifted (unless ``$CHAT_RATE`` is
+set); it reads the real port from its ``listening on HOST:PORT`` log line.
 `RelayProcess` runs ``../shared/bench/reference_relay.py`` (found relative to
 the repository, or wherever ``$CHAT_REFERENCE_RELAY`` / ``--relay`` says).
 Both are context managers that stop the child with SIGTERM, then SIGKILL.
@@ -30,6 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_RELAY = os.path.join(ROOT, os.pardir, "shared", "bench", "reference_relay.py")
 LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 FAST_HASH_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
+# The server's per-connection request limit (chat/limits.py, 2,000/s) stops one
+# greedy client; a benchmark connection is one by design (a ping-pong pair of 2
+# users alone runs at 7,000/s).  Lifted, unless the caller's environment sets it.
+UNLIMITED_RATE_ENV = {"CHAT_RATE": "1e9", "CHAT_BURST": "1000000000"}
 
 
 def reference_relay_path(explicit: str | None = None) -> str:
@@ -123,7 +128,8 @@ class ChatServerProcess(_Child):
             self.db = f"sqlite:///{os.path.join(self._tmp, 'chat.db')}"
         argv = [sys.executable, "-m", "chat.server", "-H", self.host, "-p", "0",
                 "-t", str(self.threads), "--db", self.db, "--log-level", "INFO", *self.extra]
-        self._spawn(argv, FAST_HASH_ENV)
+        lifted = {k: v for k, v in UNLIMITED_RATE_ENV.items() if k not in os.environ}
+        self._spawn(argv, {**lifted, **FAST_HASH_ENV})
         if not self._ready.wait(timeout):
             raise self._fail("no 'listening on' line in time")
         return self
