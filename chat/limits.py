@@ -50,25 +50,27 @@ class Limits:
 
 
 class TokenBucket:
-    """``rate`` tokens a second up to ``burst``; each request takes one."""
+    """``rate`` tokens a second up to ``burst``; each request takes one.
 
-    __slots__ = ("_clock", "_last", "_tokens", "burst", "rate")
+    ``refill`` is called once per read with the time the loop already took,
+    so requests themselves read no clock (a read often carries many).
+    """
 
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    __slots__ = ("_last", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
         self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._last = clock()
+        self.tokens = float(burst)
+        self._last = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
 
     def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
             return True
         return False
 

@@ -100,6 +100,18 @@ class Router:
             return True
         return self.bus.publish(user_id, payload)
 
+    def send_live_many(self, user_ids: Iterable[int], payload: bytes) -> list[int]:
+        """``send_live`` to each user, the online map locked once; returns who was not reached."""
+        with self._lock:
+            conns = [(uid, self._online.get(uid)) for uid in user_ids]
+        missed = []
+        for user_id, conn in conns:
+            if conn is not None:
+                conn.send(payload + conn.context.terminator)
+            elif not self.bus.publish(user_id, payload):
+                missed.append(user_id)
+        return missed
+
     def store_offline(self, items: list[tuple[int, bytes]]) -> None:
         dropped = self.store.store_offline_many(
             [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline)

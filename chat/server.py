@@ -112,7 +112,7 @@ class ChatServer:
                 conn.context = Session(
                     post=conn.loop.queue_in_loop,
                     decoder=FrameDecoder(self.limits.max_frame),
-                    bucket=TokenBucket(self.limits.rate, self.limits.burst),
+                    bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
                 )
         elif isinstance(conn.context, Session):
             self.guard.release()
@@ -123,7 +123,9 @@ class ChatServer:
         if session is None:  # refused at admission: ignore what it sends
             buf.retrieve_all()
             return
-        session.last_seen = time.monotonic()
+        session.last_seen = now = time.monotonic()
+        if session.bucket is not None:
+            session.bucket.refill(now)
         self.service.on_data(conn, session, buf.retrieve_all())
 
     # -- shutdown --------------------------------------------------------------

@@ -338,13 +338,10 @@ class ChatService:
             "msgid": MsgId.GROUP_CHAT_MSG, "id": session.user_id, "name": session.name,
             "groupid": group_id, "msg": text, "time": sent_at,
         })
-        offline = [
-            (member, payload)
-            for member in members
-            if member != session.user_id and not self.router.send_live(member, payload)
-        ]
+        others = (member for member in members if member != session.user_id)
+        offline = self.router.send_live_many(others, payload)
         if offline:
-            self.router.store_offline(offline)
+            self.router.store_offline([(member, payload) for member in offline])
         self._ack_chat(conn, session, msg, "delivered")
 
     def _ack_chat(self, conn: Connection, session: Session, msg: Message, state: str) -> None:
