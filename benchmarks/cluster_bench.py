@@ -2,8 +2,9 @@
 
 The workload is ``pingpong.py``'s (each pair keeps one 64-character
 one-to-one message in flight, the receiver answers at once; one-way latency
-from a send stamp), driven by the same ``driver`` package, but the two users
-of a pair may connect to different addresses.  Scenarios, run one after the
+from a send stamp), driven by the same worker (``pingpong_worker``, given
+an address per side), so the two users of a pair may connect to different
+addresses.  Scenarios, run one after the
 other in one invocation:
 
 - ``one``: one chat server alone, both users of each pair on it (no Redis);
@@ -26,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -36,11 +36,11 @@ for path in (HERE, ROOT):  # run as a script: the driver package and the reposit
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from driver.common import split  # noqa: E402
 from driver.histogram import Histogram  # noqa: E402
 from driver.servers import ChatServerProcess, machine_info  # noqa: E402
-from driver.users import UserConn, UserPool  # noqa: E402
-from driver.workers import WorkerControl, run_workers  # noqa: E402
-from pingpong import MSG_LEN, STAMP_LEN, _frame_prefixes  # noqa: E402
+from driver.workers import run_workers  # noqa: E402
+from pingpong import MSG_LEN, pingpong_worker  # noqa: E402
 
 from tests.support.mysqldb import throwaway_database  # noqa: E402
 from tests.support.nginx import NginxProcess  # noqa: E402
@@ -49,77 +49,14 @@ from tests.support.redis_server import RedisServer  # noqa: E402
 SCENARIOS = "one,split,nginx"
 
 
-# --------------------------------------------------------------------- worker
-def _pools(cfg: dict[str, Any]) -> list[UserConn]:
-    """Log in A users on ``cfg["a"]`` and B users on ``cfg["b"]``; pair them; all conns."""
-    side_a = UserPool(cfg["a"][0], cfg["a"][1], cfg["pairs"], cfg["prefix"] + "a")
-    side_b = UserPool(cfg["b"][0], cfg["b"][1], cfg["pairs"], cfg["prefix"] + "b")
-    side_b.sel = side_a.sel  # one selector for both sides
-    side_a.setup()
-    side_b.setup()
-    for i, (a, b) in enumerate(zip(side_a.conns, side_b.conns, strict=True)):
-        a.index, b.index = 2 * i, 2 * i + 1  # unique keys for the per-connection tables
-        a.peer, b.peer = b, a
-    return [c for pair in zip(side_a.conns, side_b.conns, strict=True) for c in pair]
-
-
-def cluster_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
-    """One driver process; the same loop as pingpong.py's worker over split pairs."""
-    conns = _pools(cfg)
-    sel = conns[0].sel
-    heads = _frame_prefixes(conns, time.strftime("%Y-%m-%d %H:%M:%S"))
-    tail = b"x" * (MSG_LEN - STAMP_LEN) + b'"}\n'
-    peer_id = {c.index: c.peer.user_id for c in conns if c.peer is not None}
-    start = ctl.wait_go()
-    warm_end = int((start + cfg["warmup"]) * 1e9)
-    end = warm_end + int(cfg["seconds"] * 1e9)
-    while time.monotonic() < start:
-        time.sleep(0.001)
-    hist, monotonic_ns = Histogram(), time.monotonic_ns
-    delivered = total = errors = finished = 0
-    first_error = ""
-    now = monotonic_ns()
-    for a in conns[0::2]:
-        a.send(heads[a.index] + b"%020d" % now + tail)
-    drain_deadline = end + int(5.0 * 1e9)
-    while finished < len(conns) // 2 and monotonic_ns() < drain_deadline:
-        for key, mask in sel.select(0.2):
-            c: UserConn = key.data
-            if mask & 2:
-                c.flush()
-            if not mask & 1:
-                continue
-            for m in c.receive():
-                now = monotonic_ns()
-                if type(m) is not dict or m.get("msgid") != 5 or m.get("id") != peer_id[c.index]:
-                    errors += 1
-                    first_error = first_error or repr(m)[:200]
-                    continue
-                total += 1
-                if warm_end <= now < end:
-                    hist.record(now - int(m["msg"][:STAMP_LEN]))
-                    delivered += 1
-                if now < end:
-                    c.send(heads[c.index] + b"%020d" % now + tail)
-                else:
-                    finished += 1
-            if not total & 255:
-                ctl.progress(total)
-    for c in conns:
-        c.sock.close()
-    return {"delivered": delivered, "errors": errors, "lost": len(conns) // 2 - finished,
-            "first_error": first_error, "histogram": hist.to_dict()}
-
-
 # --------------------------------------------------------------- orchestration
 def drive(name: str, a: tuple[str, int], b: tuple[str, int],
           args: argparse.Namespace) -> dict[str, Any]:
-    split = [args.pairs // args.procs + (1 if i < args.pairs % args.procs else 0)
-             for i in range(args.procs)]
     tag = uuid.uuid4().hex[:6]
     configs = [{"a": a, "b": b, "pairs": n, "warmup": args.warmup, "seconds": args.seconds,
-                "prefix": f"cb{tag}{name}w{i}"} for i, n in enumerate(split) if n]
-    results = run_workers(cluster_worker, configs, label=name)
+                "prefix": f"cb{tag}{name}w{i}"}
+               for i, n in enumerate(split(args.pairs, args.procs)) if n]
+    results = run_workers(pingpong_worker, configs, label=name)
     hist = Histogram.merged(Histogram.from_dict(r["histogram"]) for r in results)
     delivered = sum(r["delivered"] for r in results)
     row = {"scenario": name, "msgs_per_s": round(delivered / args.seconds, 1),

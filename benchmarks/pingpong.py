@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # run as a script or imported as benchmarks.pingpong
     sys.path.insert(0, HERE)
 
+from driver.common import split  # noqa: E402
 from driver.histogram import Histogram  # noqa: E402
 from driver.servers import (  # noqa: E402
     ChatServerProcess,
@@ -37,7 +38,7 @@ from driver.servers import (  # noqa: E402
     machine_info,
     process_cpu_seconds,
 )
-from driver.users import DriverError, UserConn, UserPool  # noqa: E402
+from driver.users import DriverError, UserConn, UserPool, pair_up  # noqa: E402
 from driver.workers import WorkerControl, run_workers  # noqa: E402
 
 MSG_LEN = 64
@@ -57,13 +58,34 @@ def _frame_prefixes(conns: list[UserConn], when: str) -> dict[int, bytes]:
     return out
 
 
+def _login_pairs(cfg: dict[str, Any]) -> tuple[list[UserPool], list[UserConn]]:
+    """``cfg["pairs"]`` pairs logged in, on one selector; the pools and the connections
+    in pair order (A, B, A, B, ...), each user the other's ``peer``.
+
+    By default one pool of 2 x pairs users on ``cfg["host"]:cfg["port"]``.  With
+    ``cfg["a"]`` and ``cfg["b"]`` (``(host, port)`` each; cluster_bench.py) the A user
+    of every pair connects to the first address and the B user to the second.
+    """
+    if "a" in cfg:
+        side_a = UserPool(*cfg["a"], cfg["pairs"], cfg["prefix"] + "a")
+        side_b = UserPool(*cfg["b"], cfg["pairs"], cfg["prefix"] + "b", sel=side_a.sel)
+        pools = [side_b, side_a]  # close order: the selector's owner last
+        side_a.setup()
+        side_b.setup()
+        conns = [c for pair in zip(side_a.conns, side_b.conns, strict=True) for c in pair]
+        for i, c in enumerate(conns):
+            c.index = i  # unique keys for the per-connection tables
+    else:
+        pool = UserPool(cfg["host"], cfg["port"], 2 * cfg["pairs"], cfg["prefix"])
+        pool.setup()
+        pools, conns = [pool], pool.conns
+    pair_up(conns)
+    return pools, conns
+
+
 def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     """One driver process: ``cfg["pairs"]`` pairs; returns counts and the histogram."""
-    pool = UserPool(cfg["host"], cfg["port"], 2 * cfg["pairs"], cfg["prefix"])
-    pool.setup()
-    conns = pool.conns
-    for a, b in zip(conns[0::2], conns[1::2], strict=True):
-        a.peer, b.peer = b, a
+    pools, conns = _login_pairs(cfg)
     heads = _frame_prefixes(conns, time.strftime("%Y-%m-%d %H:%M:%S"))
     tail = b"x" * (MSG_LEN - STAMP_LEN) + b'"}\n'
     peer_id = {c.index: c.peer.user_id for c in conns if c.peer is not None}
@@ -84,7 +106,7 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
         a.send(heads[a.index] + b"%020d" % now + tail)
     finished = 0  # pairs whose last message arrived after the window closed
     cpu_start = cpu_end = 0.0  # this process's CPU time at the window's edges
-    select = pool.sel.select
+    select = conns[0].sel.select
     drain_deadline = end + int(cfg.get("drain", 5.0) * 1e9)
     while finished < len(conns) // 2:
         for key, mask in select(0.2):
@@ -116,7 +138,8 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
         if monotonic_ns() > drain_deadline:
             break
     lost = len(conns) // 2 - finished
-    pool.close()
+    for pool in pools:
+        pool.close()
     return {"delivered": delivered, "total": total, "errors": errors, "lost": lost,
             "first_error": first_error, "cpu_seconds": cpu_end - cpu_start,
             "histogram": hist.to_dict()}
@@ -126,12 +149,10 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
 def run_target(name: str, system: Target, args: argparse.Namespace,
                run_id: str) -> dict[str, Any]:
     """Drive one listening system with ``args.procs`` processes; one result row."""
-    split = [args.pairs // args.procs + (1 if i < args.pairs % args.procs else 0)
-             for i in range(args.procs)]
     configs = [
         {"host": system.host, "port": system.port, "pairs": n, "warmup": args.warmup,
          "seconds": args.seconds, "prefix": f"pp{run_id}{name}w{i}u"}
-        for i, n in enumerate(split) if n
+        for i, n in enumerate(split(args.pairs, args.procs)) if n
     ]
     cpu: list[float] = []
 

@@ -83,13 +83,18 @@ class UserConn:
 
 
 class UserPool:
-    """``n`` connections on one selector, registered and logged in by `setup`."""
+    """``n`` connections on one selector, registered and logged in by `setup`.
+
+    Pass ``sel`` to put the connections on another pool's selector (one loop over
+    both); `close` then leaves that selector open for its owner to close.
+    """
 
     def __init__(self, host: str, port: int, n: int, name_prefix: str,
-                 password: str = "pw") -> None:
+                 password: str = "pw", sel: selectors.BaseSelector | None = None) -> None:
         self.host = host
         self.port = port
-        self.sel = selectors.DefaultSelector()
+        self._own_sel = sel is None
+        self.sel = selectors.DefaultSelector() if sel is None else sel
         self.conns: list[UserConn] = []
         self._n = n
         self._prefix = name_prefix
@@ -144,4 +149,11 @@ class UserPool:
             self.sel.unregister(c.sock)
             c.sock.close()
         self.conns.clear()
-        self.sel.close()
+        if self._own_sel:
+            self.sel.close()
+
+
+def pair_up(conns: list[UserConn]) -> None:
+    """Make users 0 and 1, 2 and 3, ... each other's ``peer``."""
+    for a, b in zip(conns[0::2], conns[1::2], strict=True):
+        a.peer, b.peer = b, a
