@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # run as a script or imported as benchmarks.pingpong
     sys.path.insert(0, HERE)
 
-from driver.common import split  # noqa: E402
+from driver.common import logged_in, measuring_window, split  # noqa: E402
 from driver.histogram import Histogram  # noqa: E402
 from driver.servers import (  # noqa: E402
     ChatServerProcess,
@@ -38,7 +38,7 @@ from driver.servers import (  # noqa: E402
     machine_info,
     process_cpu_seconds,
 )
-from driver.users import DriverError, UserConn, UserPool, pair_up  # noqa: E402
+from driver.users import DriverError, UserConn, UserPool, pair_up, readable  # noqa: E402
 from driver.workers import WorkerControl, run_workers  # noqa: E402
 
 MSG_LEN = 64
@@ -76,8 +76,7 @@ def _login_pairs(cfg: dict[str, Any]) -> tuple[list[UserPool], list[UserConn]]:
         for i, c in enumerate(conns):
             c.index = i  # unique keys for the per-connection tables
     else:
-        pool = UserPool(cfg["host"], cfg["port"], 2 * cfg["pairs"], cfg["prefix"])
-        pool.setup()
+        pool = logged_in(cfg, 2 * cfg["pairs"], setup_timeout=60.0)
         pools, conns = [pool], pool.conns
     pair_up(conns)
     return pools, conns
@@ -90,11 +89,7 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     tail = b"x" * (MSG_LEN - STAMP_LEN) + b'"}\n'
     peer_id = {c.index: c.peer.user_id for c in conns if c.peer is not None}
 
-    start = ctl.wait_go()
-    warm_end = int((start + cfg["warmup"]) * 1e9)
-    end = warm_end + int(cfg["seconds"] * 1e9)
-    while time.monotonic() < start:
-        time.sleep(0.001)
+    warm_end, end, drain_deadline = measuring_window(cfg, ctl, drain=5.0)
 
     hist = Histogram()
     record = hist.record
@@ -106,15 +101,9 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
         a.send(heads[a.index] + b"%020d" % now + tail)
     finished = 0  # pairs whose last message arrived after the window closed
     cpu_start = cpu_end = 0.0  # this process's CPU time at the window's edges
-    select = conns[0].sel.select
-    drain_deadline = end + int(cfg.get("drain", 5.0) * 1e9)
+    sel = conns[0].sel
     while finished < len(conns) // 2:
-        for key, mask in select(0.2):
-            c: UserConn = key.data
-            if mask & 2:
-                c.flush()
-            if not mask & 1:
-                continue
+        for c in readable(sel, 0.2):
             for m in c.receive():
                 now = monotonic_ns()
                 if type(m) is not dict or m.get("msgid") != 5 or m.get("id") != peer_id[c.index]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .common import STAMP_LEN, raise_nofile, wait_until
+from .common import STAMP_LEN, logged_in, raise_nofile, wait_until
 from .histogram import Histogram
-from .users import DriverError, UserConn, UserPool
+from .users import DriverError, readable
 from .workers import WorkerControl
 
 
@@ -25,9 +25,8 @@ def capacity_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     limit = raise_nofile()
     if cfg["conns"] + 64 > limit:
         raise DriverError(f"{cfg['conns']} connections need more than RLIMIT_NOFILE {limit}")
-    pool = UserPool(cfg["host"], cfg["port"], cfg["conns"], cfg["prefix"])
     t0 = time.monotonic()
-    pool.setup(timeout=cfg.get("setup_timeout", 600.0))
+    pool = logged_in(cfg, cfg["conns"], setup_timeout=600.0)
     setup_s = time.monotonic() - t0
     conns = pool.conns
     half = len(conns) // 2 or 1
@@ -49,12 +48,7 @@ def capacity_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
             c.send(frames[c.index] + b"%020d" % monotonic_ns() + b'"}\n')
         pending = len(conns)
         while pending and time.monotonic() < deadline:
-            for key, mask in pool.sel.select(0.2):
-                c: UserConn = key.data
-                if mask & 2:
-                    c.flush()
-                if not mask & 1:
-                    continue
+            for c in readable(pool.sel, 0.2):
                 for m in c.receive():
                     if type(m) is not dict or m.get("msgid") != 5 or \
                             m.get("id") != expect_from[c.index] or got[c.index]:

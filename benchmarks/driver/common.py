@@ -6,6 +6,8 @@
 - `split`: share a count over K processes.
 - `merge`: fold the workers' results (counts and histograms) into one row.
 - `stamped`: the send instant at the start of a message text, and back.
+- `logged_in`: a worker's pool of users, registered and logged in.
+- `measuring_window`: wait for the common start; the window's edges.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .histogram import Histogram
+from .users import UserPool
+from .workers import WorkerControl
 
 STAMP_LEN = 20  # zero-padded time.monotonic_ns() at the start of a message text
 
@@ -50,6 +54,27 @@ def wait_until(instant: float) -> None:
     """Sleep until ``time.monotonic()`` reaches ``instant`` (to about a millisecond)."""
     while time.monotonic() < instant:
         time.sleep(0.001)
+
+
+def logged_in(cfg: dict[str, Any], n: int, suffix: str = "",
+              setup_timeout: float = 120.0) -> UserPool:
+    """``n`` users on ``cfg["host"]:cfg["port"]`` named ``cfg["prefix"] + suffix + i``,
+    registered and logged in (within ``cfg["setup_timeout"]``, else ``setup_timeout``)."""
+    pool = UserPool(cfg["host"], cfg["port"], n, cfg["prefix"] + suffix)
+    pool.setup(timeout=cfg.get("setup_timeout", setup_timeout))
+    return pool
+
+
+def measuring_window(cfg: dict[str, Any], ctl: WorkerControl,
+                     drain: float) -> tuple[int, int, int]:
+    """Report ready and wait for the common start; then the ``time.monotonic_ns()``
+    instants where the warm-up (``cfg["warmup"]``) and the window (``cfg["seconds"]``)
+    end, and the drain deadline (``cfg["drain"]``, else ``drain``, seconds after that)."""
+    start = ctl.wait_go()
+    warm_end = int((start + cfg["warmup"]) * 1e9)
+    end = warm_end + int(cfg["seconds"] * 1e9)
+    wait_until(start)
+    return warm_end, end, end + int(cfg.get("drain", drain) * 1e9)
 
 
 def merge(results: Iterable[dict[str, Any]], seconds: float, count_key: str = "delivered",

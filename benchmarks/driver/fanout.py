@@ -22,9 +22,9 @@ from typing import Any
 
 from chat.protocol import MsgId, encode
 
-from .common import STAMP_LEN, raise_nofile, wait_until
+from .common import STAMP_LEN, logged_in, measuring_window, raise_nofile
 from .histogram import Histogram
-from .users import UserConn, UserPool
+from .users import UserConn, UserPool, readable
 from .workers import WorkerControl
 
 MSG_LEN = 64
@@ -48,8 +48,7 @@ def create_groups(host: str, port: int, count: int, prefix: str) -> list[dict[st
 def _members(cfg: dict[str, Any]) -> tuple[UserPool, dict[UserConn, int]]:
     """This worker's members of every group, logged in and joined."""
     groups, share = cfg["groups"], cfg["members"]
-    pool = UserPool(cfg["host"], cfg["port"], share * len(groups), cfg["prefix"] + "m")
-    pool.setup(timeout=cfg.get("setup_timeout", 300.0))
+    pool = logged_in(cfg, share * len(groups), "m", setup_timeout=300.0)
     group_of = {c: groups[c.index // share]["group"] for c in pool.conns}
     pool.request_all(lambda c: encode({"msgid": MsgId.ADD_GROUP_MSG, "groupid": group_of[c]}),
                      MsgId.ADD_GROUP_MSG_ACK, timeout=cfg.get("setup_timeout", 300.0))
@@ -61,8 +60,7 @@ def _senders(cfg: dict[str, Any], pool: UserPool) -> dict[UserConn, int]:
     if not cfg["senders"]:
         return {}
     groups = cfg["groups"]
-    senders = UserPool(cfg["host"], cfg["port"], len(groups), "unused")
-    senders.sel = pool.sel
+    senders = UserPool(cfg["host"], cfg["port"], len(groups), "unused", sel=pool.sel)
     senders.connect()
     for c, g in zip(senders.conns, groups, strict=True):
         c.user_id, c.name, c.password = g["id"], g["name"], g["password"]
@@ -85,12 +83,8 @@ def fanout_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     sent = dict.fromkeys(senders, 0)
     got: dict[int, int] = {}  # group id -> messages received by this worker's members
 
-    start = ctl.wait_go()
-    warm_end = int((start + cfg["warmup"]) * 1e9)
-    end = warm_end + int(cfg["seconds"] * 1e9)
-    hard_end = end + int(cfg.get("drain", 20.0) * 1e9)
     quiet = int(cfg.get("quiet", 1.0) * 1e9)
-    wait_until(start)
+    warm_end, end, hard_end = measuring_window(cfg, ctl, drain=20.0)
 
     hist, monotonic_ns = Histogram(), time.monotonic_ns
     record = hist.record
@@ -107,15 +101,10 @@ def fanout_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     now = last_rx = monotonic_ns()
     for s in senders:
         top_up(s, now)
-    select = pool.sel.select
+    sel = pool.sel
     while True:
         ready = []
-        for key, mask in select(0.1):
-            c: UserConn = key.data
-            if mask & 2:
-                c.flush()
-            if not mask & 1:
-                continue
+        for c in readable(sel, 0.1):
             items = c.receive()
             now = last_rx = monotonic_ns()
             for m in items:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .common import STAMP_LEN, raise_nofile, wait_until
+from .common import STAMP_LEN, logged_in, measuring_window, raise_nofile
 from .histogram import Histogram
-from .users import UserConn, UserPool
+from .users import UserConn, pair_up, readable
 from .workers import WorkerControl
 
 MSG_LEN = 64
@@ -29,11 +29,9 @@ _ONE_CHAT, _ACK = 5, 16
 
 def flood_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     raise_nofile()
-    pool = UserPool(cfg["host"], cfg["port"], 2 * cfg["pairs"], cfg["prefix"])
-    pool.setup(timeout=cfg.get("setup_timeout", 120.0))
+    pool = logged_in(cfg, 2 * cfg["pairs"])
     conns = pool.conns
-    for a, b in zip(conns[0::2], conns[1::2], strict=True):
-        a.peer, b.peer = b, a
+    pair_up(conns)
     window, by_ack = cfg["window"], bool(cfg.get("seq"))
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     # "id" too, though the server fills it in: the reference relay forwards frames as they are.
@@ -43,11 +41,7 @@ def flood_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     peer_id = [c.peer.user_id for c in conns if c.peer is not None]
     inflight = [0] * len(conns)
 
-    start = ctl.wait_go()
-    warm_end = int((start + cfg["warmup"]) * 1e9)
-    end = warm_end + int(cfg["seconds"] * 1e9)
-    drain_end = end + int(cfg.get("drain", 10.0) * 1e9)
-    wait_until(start)
+    warm_end, end, drain_end = measuring_window(cfg, ctl, drain=10.0)
 
     hist, monotonic_ns = Histogram(), time.monotonic_ns
     record = hist.record
@@ -66,15 +60,10 @@ def flood_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     now = monotonic_ns()
     for c in conns:
         sent += top_up(c, now)
-    select = pool.sel.select
+    sel = pool.sel
     while True:
         ready = set()
-        for key, mask in select(0.2):
-            c: UserConn = key.data
-            if mask & 2:
-                c.flush()
-            if not mask & 1:
-                continue
+        for c in readable(sel, 0.2):
             items = c.receive()
             now = monotonic_ns()
             for m in items:

@@ -16,9 +16,9 @@ from typing import Any
 
 from chat.protocol import MsgId, encode
 
-from .common import raise_nofile, wait_until
+from .common import logged_in, measuring_window, raise_nofile
 from .histogram import Histogram
-from .users import UserConn, UserPool
+from .users import readable
 from .workers import WorkerControl
 
 _LOGIN_ACK, _LOGOUT_ACK = 2, 14
@@ -26,19 +26,14 @@ _LOGIN_ACK, _LOGOUT_ACK = 2, 14
 
 def login_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     raise_nofile()
-    pool = UserPool(cfg["host"], cfg["port"], cfg["users"], cfg["prefix"])
-    pool.setup(timeout=cfg.get("setup_timeout", 120.0))
+    pool = logged_in(cfg, cfg["users"])
     pool.request_all(lambda c: encode({"msgid": MsgId.LOGINOUT_MSG}), MsgId.LOGINOUT_MSG_ACK)
     login = {c.index: encode({"msgid": MsgId.LOGIN_MSG, "id": c.user_id,
                               "password": c.password}) for c in pool.conns}
     logout = encode({"msgid": MsgId.LOGINOUT_MSG})
     sent_at = [0] * len(pool.conns)
 
-    start = ctl.wait_go()
-    warm_end = int((start + cfg["warmup"]) * 1e9)
-    end = warm_end + int(cfg["seconds"] * 1e9)
-    drain_end = end + int(cfg.get("drain", 10.0) * 1e9)
-    wait_until(start)
+    warm_end, end, drain_end = measuring_window(cfg, ctl, drain=10.0)
 
     hist, monotonic_ns = Histogram(), time.monotonic_ns
     logins = total = errors = 0
@@ -48,12 +43,7 @@ def login_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
         sent_at[c.index] = monotonic_ns()
         c.send(login[c.index])
     while busy:
-        for key, mask in pool.sel.select(0.2):
-            c: UserConn = key.data
-            if mask & 2:
-                c.flush()
-            if not mask & 1:
-                continue
+        for c in readable(pool.sel, 0.2):
             for m in c.receive():
                 now = monotonic_ns()
                 mid = m.get("msgid") if type(m) is dict else None

@@ -131,17 +131,13 @@ class UserPool:
         while len(got) < len(self.conns):
             if time.monotonic() > deadline:
                 raise DriverError(f"{len(self.conns) - len(got)} replies (msgid {reply}) missing")
-            for key, mask in self.sel.select(1.0):
-                c: UserConn = key.data
-                if mask & _WRITE:
-                    c.flush()
-                if mask & _READ:
-                    for item in c.receive():
-                        if isinstance(item, FrameError) or item.get("msgid") != reply:
-                            raise DriverError(f"{c.name}: unexpected {item!r}")
-                        if item.get("errno") != 0:
-                            raise DriverError(f"{c.name}: refused {item!r}")
-                        got[c.index] = item
+            for c in readable(self.sel, 1.0):
+                for item in c.receive():
+                    if isinstance(item, FrameError) or item.get("msgid") != reply:
+                        raise DriverError(f"{c.name}: unexpected {item!r}")
+                    if item.get("errno") != 0:
+                        raise DriverError(f"{c.name}: refused {item!r}")
+                    got[c.index] = item
         return [got[i] for i in range(len(self.conns))]
 
     def close(self) -> None:
@@ -151,6 +147,18 @@ class UserPool:
         self.conns.clear()
         if self._own_sel:
             self.sel.close()
+
+
+def readable(sel: selectors.BaseSelector, timeout: float) -> list[UserConn]:
+    """One select: flush the writable connections' queues; return the readable ones."""
+    out = []
+    for key, mask in sel.select(timeout):
+        c: UserConn = key.data
+        if mask & _WRITE:
+            c.flush()
+        if mask & _READ:
+            out.append(c)
+    return out
 
 
 def pair_up(conns: list[UserConn]) -> None:
