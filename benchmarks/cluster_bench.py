@@ -24,7 +24,6 @@ database and a private ``redis-server`` started here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import uuid
@@ -40,7 +39,7 @@ from driver.common import split  # noqa: E402
 from driver.histogram import Histogram  # noqa: E402
 from driver.servers import ChatServerProcess, machine_info  # noqa: E402
 from driver.workers import run_workers  # noqa: E402
-from pingpong import MSG_LEN, pingpong_worker  # noqa: E402
+from pingpong import MSG_LEN, add_pair_options, finish, pingpong_worker  # noqa: E402
 
 from tests.support.mysqldb import throwaway_database  # noqa: E402
 from tests.support.nginx import NginxProcess  # noqa: E402
@@ -133,10 +132,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pairs", type=int, default=100, help="user pairs (default 100)")
-    p.add_argument("--procs", type=int, default=2, help="driver processes (default 2)")
-    p.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10)")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+    add_pair_options(p)
     p.add_argument("--threads", type=int, default=2, help="sub-reactors per server (default 2)")
     p.add_argument("--scenarios", default=SCENARIOS, help=f"comma list (default {SCENARIOS})")
     p.add_argument("--mysql", default=None,
@@ -156,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     with throwaway_database(args.mysql) as db:
         summary = run(args, db)
     print(format_table(summary))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-    bad = [r for r in summary["results"] if r["errors"] or r["lost_in_flight"]]
-    return 1 if bad else 0
+    return finish(summary, args.json)
 
 
 if __name__ == "__main__":

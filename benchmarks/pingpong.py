@@ -274,12 +274,28 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_pair_options(p: argparse.ArgumentParser) -> None:
+    """--pairs, --procs, --seconds, --warmup (cluster_bench.py takes them too)."""
     p.add_argument("--pairs", type=int, default=100, help="user pairs (default 100)")
     p.add_argument("--procs", type=int, default=2, help="driver processes (default 2)")
     p.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+
+
+def finish(summary: dict[str, Any], json_path: str | None) -> int:
+    """Write the summary to ``json_path`` if given; exit status 1 if any row has errors
+    or messages lost in flight."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    bad = [r for r in summary["results"] if r["errors"] or r["lost_in_flight"]]
+    return 1 if bad else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_pair_options(p)
     p.add_argument("--targets", default=DEFAULT_TARGETS,
                    help="comma list of relay, tN (server -t N) and HOST:PORT[@PID] (a running "
                         f"server); default {DEFAULT_TARGETS}")
@@ -314,12 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cfg['pairs']} pairs, {cfg['procs']} driver processes, {cfg['seconds']:g} s after "
           f"{cfg['warmup']:g} s warm-up, median of {cfg['rounds']} round(s); "
           f"nproc {m['nproc']}, Python {m['python']}, {m['uname']}, {m['date']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-    bad = [r for r in summary["results"] if r["errors"] or r["lost_in_flight"]]
-    return 1 if bad else 0
+    return finish(summary, args.json)
 
 
 if __name__ == "__main__":
