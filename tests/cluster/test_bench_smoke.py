@@ -14,7 +14,7 @@ def test_cluster_bench_quick_runs(tmp_path: Path) -> None:
     out = tmp_path / "cluster.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--procs", "1", "--pairs", "2",
-         "--seconds", "0.5", "--warmup", "0.2", "--json", str(out)],
+         "--seconds", "1", "--warmup", "0.3", "--json", str(out)],
         capture_output=True, text=True, timeout=90,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
