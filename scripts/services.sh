@@ -23,6 +23,16 @@ if ! port_open 3306; then
     wait_port 3306 || { echo "services: MariaDB is not reachable on 127.0.0.1:3306" >&2; exit 1; }
 fi
 
+# A fresh Debian MariaDB lets root in over the Unix socket only; the tests
+# log in as root with an empty password over TCP (CHAT_TEST_MYSQL_URL).
+if [ -z "${CHAT_TEST_MYSQL_URL:-}" ] && command -v mariadb >/dev/null \
+    && ! mariadb --protocol=TCP -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; then
+    echo "services: letting root log in to MariaDB over TCP with an empty password (tests only)"
+    mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR \
+        mysql_native_password USING PASSWORD('')" \
+        || { echo "services: cannot log in to MariaDB as root" >&2; exit 1; }
+fi
+
 if ! port_open 6379; then
     echo "services: starting Redis"
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
