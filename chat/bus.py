@@ -42,8 +42,14 @@ class Bus(Protocol):
     def publish(self, user_id: int, payload: bytes) -> bool:
         """Hand ``payload`` to whichever process holds ``user_id``; False if none."""
 
+    def publish_many(self, user_ids: list[int], payload: bytes) -> list[int]:
+        """``publish`` to each user in one round trip; returns the users nobody took."""
+
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline; its holder, if any, flushes."""
+
+    def notify_stored_many(self, user_ids: list[int]) -> None:
+        """``notify_stored`` for each user, in one round trip."""
 
     def is_alive(self, server_id: str) -> bool:
         """False only if ``server_id`` is known to have stopped (crashed)."""
@@ -67,8 +73,14 @@ class LocalBus:
     def publish(self, user_id: int, payload: bytes) -> bool:
         return False
 
+    def publish_many(self, user_ids: list[int], payload: bytes) -> list[int]:
+        return user_ids
+
     def notify_stored(self, user_id: int) -> None:
         pass  # the service already looked in its own online map
+
+    def notify_stored_many(self, user_ids: list[int]) -> None:
+        pass
 
     def is_alive(self, server_id: str) -> bool:
         return True  # no heartbeats without a cluster: never take a user over

@@ -162,13 +162,26 @@ class RedisBus:
             self._unflushed.add(user_id)
         return n > 0
 
+    def publish_many(self, user_ids: list[int], payload: bytes) -> list[int]:
+        """``publish`` to each user in one pipelined round trip; returns who was not reached."""
+        held = [u for u in user_ids if u in self._unflushed]
+        targets = [u for u in user_ids if u not in self._unflushed]
+        counts = self._publish_each([(user_channel(u), payload) for u in targets])
+        if counts is None:
+            self._unflushed.update(targets)
+            return held + targets
+        return held + [u for u, n in zip(targets, counts, strict=True) if n == 0]
+
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
-        if self._publish(user_channel(user_id), FLUSH) < 0:
+        self.notify_stored_many([user_id])
+
+    def notify_stored_many(self, user_ids: list[int]) -> None:
+        if self._publish_each([(user_channel(u), FLUSH) for u in user_ids]) is None:
             self._owe_flush_all = True
-            self._unflushed.add(user_id)
+            self._unflushed.update(user_ids)
         else:
-            self._unflushed.discard(user_id)  # the flush follows every message stored
+            self._unflushed.difference_update(user_ids)  # a flush follows every message stored
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the subscriber is connected and subscribed (for tests and tools)."""
@@ -216,6 +229,27 @@ class RedisBus:
             self._circuit_until = time.monotonic() + CIRCUIT_OPEN
             self._owe_flush_all = True
             return -1
+
+    def _publish_each(self, messages: list[tuple[str, bytes]]) -> list[int] | None:
+        """Subscribers reached by each (channel, payload), pipelined; None if Redis failed."""
+        if not messages:
+            return []
+        if len(messages) == 1:
+            n = self._publish(*messages[0])
+            return None if n < 0 else [n]
+        if time.monotonic() < self._circuit_until:
+            return None
+        try:
+            pipe = self._pub.pipeline(transaction=False)
+            for channel, payload in messages:
+                pipe.publish(channel, payload)
+            return [int(n) for n in pipe.execute()]
+        except RedisError as exc:
+            if time.monotonic() >= self._circuit_until:
+                log.warning("pipelined publish of %d failed: %s", len(messages), exc)
+            self._circuit_until = time.monotonic() + CIRCUIT_OPEN
+            self._owe_flush_all = True
+            return None
 
     def _wake(self) -> None:
         if time.monotonic() < self._circuit_until:

@@ -104,13 +104,13 @@ class Router:
         """``send_live`` to each user, the online map locked once; returns who was not reached."""
         with self._lock:
             conns = [(uid, self._online.get(uid)) for uid in user_ids]
-        missed = []
+        elsewhere = []
         for user_id, conn in conns:
             if conn is not None:
                 conn.send(payload + conn.context.terminator)
-            elif not self.bus.publish(user_id, payload):
-                missed.append(user_id)
-        return missed
+            else:
+                elsewhere.append(user_id)
+        return self.bus.publish_many(elsewhere, payload) if elsewhere else []
 
     def store_offline(self, items: list[tuple[int, bytes]]) -> None:
         dropped = self.store.store_offline_many(
@@ -118,9 +118,10 @@ class Router:
         for user_id, count in dropped.items():
             log.warning("user %d has over %d offline messages: dropped the %d oldest",
                         user_id, self.max_offline, count)
-        for user_id, _ in items:
-            if not self.kick(user_id):
-                self.bus.notify_stored(user_id)  # it may have just logged in elsewhere
+        # A user not here may have just logged in elsewhere: its holder flushes.
+        elsewhere = [uid for uid in dict.fromkeys(uid for uid, _ in items) if not self.kick(uid)]
+        if elsewhere:
+            self.bus.notify_stored_many(elsewhere)
 
     def kick(self, user_id: int) -> bool:
         """If the user is here, flush its offline messages in its loop; False if not here.

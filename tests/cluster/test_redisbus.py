@@ -68,6 +68,17 @@ def test_stored_notice_makes_the_holder_flush(buses) -> None:
     assert probe.next() == ("flush", 8, b"")
 
 
+def test_pipelined_publish_and_notices_reach_each_holder(buses) -> None:
+    (one, _), (two, probe) = buses
+    for user in (21, 22, 23):
+        two.subscribe(user)
+    assert one.publish_many([20, 21, 22, 23, 24], b'{"g":1}') == [20, 24]
+    got = sorted(probe.next() for _ in range(3))
+    assert got == [("deliver", u, b'{"g":1}') for u in (21, 22, 23)]
+    one.notify_stored_many([21, 23, 25])
+    assert sorted(probe.next() for _ in range(2)) == [("flush", 21, b""), ("flush", 23, b"")]
+
+
 def test_a_server_is_dead_once_its_heartbeat_expired(buses, redis: RedisServer) -> None:
     (one, _), (two, _) = buses
     assert one.is_alive("two") and two.is_alive("one")
