@@ -64,6 +64,7 @@ SERVER_LIMITS = [
     "--address-failures", "100000", "--login-timeout", "3600", "--idle-timeout", "3600",
 ]
 IN_FLIGHT_KILL_WINDOW = 3.0  # a connection closed this long after a kill died with it
+CLOSE_NOTICED = 0.5  # longest a server may still send to a connection its client closed
 LOGIN_PATIENCE = 60.0  # a login still refused after this long is reported as stuck
 ACK_TIMEOUT = 10.0
 REDIS_SETTLE = 5.0  # after a Redis restart: reconnect backoff, heartbeat, margin
@@ -693,7 +694,10 @@ class Soak:
         """
         t_ack = s.t_reply if s.t_reply is not None else s.t_send
         for span in self.ledger.sessions[recipient]:
-            if span.end is None or not (span.start <= t_ack and s.t_send <= span.end):
+            # The server sees a client's close a moment after the client made
+            # it; what it sends to the connection meanwhile is lost all the same.
+            late = CLOSE_NOTICED if span.reason == "client-close" else 0.0
+            if span.end is None or not (span.start <= t_ack and s.t_send <= span.end + late):
                 continue
             if span.end - t_ack > IN_FLIGHT_KILL_WINDOW:
                 continue
