@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import orjson
@@ -40,6 +41,13 @@ from reactor import TcpConnection, TcpServer
 log = logging.getLogger("chat.guards")
 
 CLOSE_GRACE = 5.0  # seconds a warned connection gets to read its error and close
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """``conn.context`` of a connection refused at admission, told so at ``at``."""
+
+    at: float
 
 
 class ConnectionGuard:
@@ -77,8 +85,12 @@ class ConnectionGuard:
         now = time.monotonic()
         for conn in self.tcp.connections():
             session = conn.context
-            if not isinstance(session, Session):
+            if isinstance(session, Refused):
+                if now - session.at > CLOSE_GRACE:
+                    conn.force_close()
                 continue
+            if not isinstance(session, Session):
+                continue  # not established yet
             if session.closing_since is not None:
                 if now - session.closing_since > CLOSE_GRACE:
                     conn.force_close()
@@ -97,6 +109,7 @@ class ConnectionGuard:
         """Any thread: log the user out at once, tell the client why, close."""
         session = conn.context
         if not isinstance(session, Session):  # refused at admission, in its loop
+            conn.context = Refused(time.monotonic())
             conn.send(orjson.dumps(error_reply(errno, errmsg)) + b"\n")
             conn.shutdown()
             return

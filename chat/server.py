@@ -120,7 +120,7 @@ class ChatServer:
 
     def on_message(self, conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
         session = conn.context
-        if session is None:  # refused at admission: ignore what it sends
+        if not isinstance(session, Session):  # refused at admission: ignore what it sends
             buf.retrieve_all()
             return
         session.last_seen = now = time.monotonic()

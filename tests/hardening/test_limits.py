@@ -200,3 +200,25 @@ def test_a_login_ack_over_the_high_water_mark_is_delivered(limited_server):
     with srv.connect() as s:
         assert [m["msg"] for m in s.login(uid, "pw")["offlinemsg"]] == [*texts, "last"]
         assert s.closed_by_server(timeout=1) is False
+
+
+def test_a_refused_connection_that_lingers_is_closed(limited_server):
+    srv = limited_server("--max-connections", "1", "--login-timeout", "2")
+    keeper = logged_in(srv, "keeper")
+    lingerer = srv.connect()
+    assert "full" in lingerer.recv()["errmsg"]
+    # It read its error and the server's EOF but keeps its end open: once the
+    # server closes its end too, writing to it gets a reset.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            lingerer.sock.sendall(b"\n")
+            lingerer.sock.settimeout(0.5)
+            if lingerer.sock.recv(1) == b"":
+                time.sleep(0.2)  # half-closed only: not yet
+        except (ConnectionResetError, BrokenPipeError):
+            break
+        except TimeoutError:
+            pass
+        assert time.monotonic() < deadline, "the refused connection was never closed"
+    assert keeper.register("still-served", "pw")["errno"] == 0
