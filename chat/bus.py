@@ -62,7 +62,7 @@ class LocalBus:
     """The in-process router: one process is the whole system."""
 
     def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
-        self._deliver = deliver
+        pass  # nothing ever arrives from another process
 
     def subscribe(self, user_id: int) -> None:
         pass

@@ -149,21 +149,17 @@ class ChatSession:
 
     def chat(self, to: int, text: str, seq: int | str | None = None) -> Message | None:
         """Send a one-to-one message; with ``seq`` wait for and return its CHAT_MSG_ACK."""
-        msg: Message = {"msgid": MsgId.ONE_CHAT_MSG, "to": to, "msg": text}
-        if seq is None:
-            self.send(msg)
-            return None
-        msg["seq"] = seq
-        return self.request(msg, MsgId.CHAT_MSG_ACK)
+        return self._chat({"msgid": MsgId.ONE_CHAT_MSG, "to": to, "msg": text}, seq)
 
     def group_chat(self, group_id: int, text: str, seq: int | str | None = None) -> Message | None:
-        msg: Message = {"msgid": MsgId.GROUP_CHAT_MSG, "groupid": group_id, "msg": text}
+        return self._chat({"msgid": MsgId.GROUP_CHAT_MSG, "groupid": group_id, "msg": text}, seq)
+
+    def _chat(self, msg: Message, seq: int | str | None) -> Message | None:
         if seq is None:
             self.send(msg)
             return None
         msg["seq"] = seq
         return self.request(msg, MsgId.CHAT_MSG_ACK)
-
 
 def _matches(msg: Message, msgid: int | tuple[int, ...] | None, match: dict[str, Any]) -> bool:
     if isinstance(msgid, int):

@@ -107,11 +107,6 @@ class Store:
         """Set the user offline, but only if ``server_id`` holds it online."""
         self._write(f"{_SET_OFFLINE} WHERE id=? AND server=?", (user_id, server_id))
 
-    def force_online(self, user_id: int, server_id: str) -> None:
-        """Take the user over whatever its state (a crashed server held it)."""
-        self._write("UPDATE user SET state='online', server=? WHERE id=?",
-                    (server_id, user_id))
-
     def take_over(self, user_id: int, dead_server: str, server_id: str) -> bool:
         """Move the user from (crashed) ``dead_server`` to ``server_id``; False if it moved."""
         changed = self._write(

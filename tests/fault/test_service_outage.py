@@ -117,13 +117,19 @@ def test_second_login_on_this_server_is_refused(
     assert _login(service, FakeConn(), uid)["errno"] == Errno.ALREADY_ONLINE
 
 
-def test_logout_during_outage_leaves_no_lockout(
-        world: tuple[ChatService, FlakyStore, int]) -> None:
-    service, flaky, uid = world
+def _logout_during_outage(service: ChatService, flaky: FlakyStore, uid: int) -> FakeConn:
+    """Log in, then log out while mark_offline fails (and keeps failing)."""
     conn = FakeConn()
     assert _login(service, conn, uid)["errno"] == 0
     flaky.failing = {"mark_offline"}
     service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    return conn
+
+
+def test_logout_during_outage_leaves_no_lockout(
+        world: tuple[ChatService, FlakyStore, int]) -> None:
+    service, flaky, uid = world
+    conn = _logout_during_outage(service, flaky, uid)
     assert conn.frames[-1] == {"msgid": MsgId.LOGINOUT_MSG_ACK, "errno": 0}
     flaky.failing = set()
     assert _login(service, FakeConn(), uid)["errno"] == 0
@@ -170,10 +176,7 @@ def test_unwritten_offline_messages_stay_stored(
 def test_a_failed_logout_is_retried_so_other_servers_can_log_the_user_in(
         world: tuple[ChatService, FlakyStore, int]) -> None:
     service, flaky, uid = world
-    conn = FakeConn()
-    assert _login(service, conn, uid)["errno"] == 0
-    flaky.failing = {"mark_offline"}
-    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    _logout_during_outage(service, flaky, uid)
     assert flaky.real.holder(uid) == "s1"  # pinned to this server ...
     service.presence.retry_releases()  # ... while the database is still down
     assert flaky.real.holder(uid) == "s1"
@@ -186,10 +189,7 @@ def test_a_failed_logout_is_retried_so_other_servers_can_log_the_user_in(
 def test_retry_leaves_alone_a_user_who_came_back(
         world: tuple[ChatService, FlakyStore, int]) -> None:
     service, flaky, uid = world
-    conn = FakeConn()
-    assert _login(service, conn, uid)["errno"] == 0
-    flaky.failing = {"mark_offline"}
-    service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    _logout_during_outage(service, flaky, uid)
     flaky.failing = set()
     assert _login(service, FakeConn(), uid)["errno"] == 0
     service.presence.retry_releases()

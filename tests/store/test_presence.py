@@ -19,14 +19,15 @@ def test_mark_online_offline(store: Store) -> None:
     assert store.mark_online(999_999, "s1") is False
 
 
-def test_force_online_takes_over(store: Store) -> None:
+def test_take_over_moves_a_user_only_from_the_named_server(store: Store) -> None:
     uid = store.register("frank", "pw")
     assert store.mark_online(uid, "crashed")
-    store.force_online(uid, "s2")
-    assert store.users_on_server("crashed") == []
-    assert store.users_on_server("s2") == [uid]
-    store.force_online(uid, "s2")  # idempotent
-    assert store.get_user(uid).state == "online"  # type: ignore[union-attr]
+    assert store.take_over(uid, "crashed", "s2")
+    assert store.users_on_server("crashed") == [] and store.users_on_server("s2") == [uid]
+    assert not store.take_over(uid, "crashed", "s3")  # it moved already: no second winner
+    assert store.holder(uid) == "s2"
+    store.mark_offline(uid, "s2")
+    assert not store.take_over(uid, "s2", "s3")  # offline users are claimed, not taken over
 
 
 def test_reset_server_clears_only_its_users(store: Store) -> None:
