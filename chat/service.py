@@ -186,7 +186,7 @@ class ChatService:
         password = req_str(msg, "password")
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
-        address = ("address", _host(conn))
+        address = _host(conn)
         if self._failed_accounts.blocked(user_id) or self._failed_addresses.blocked(address):
             raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
         user = self.store.authenticate(user_id, password)
