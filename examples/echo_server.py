@@ -1,4 +1,7 @@
-"""Echo server on the reactor library: ``python examples/echo_server.py PORT THREADS``."""
+"""Echo server on the reactor library.
+
+``python examples/echo_server.py PORT THREADS [--no-turns]``
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,11 @@ def on_message(conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 9981
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    take_turns = "--no-turns" not in sys.argv[3:]
     loop = EventLoop()
     server = TcpServer(loop, ("127.0.0.1", port), "echo")
     server.set_thread_num(threads)
+    server.set_take_turns(take_turns)
     server.set_message_callback(on_message)
     server.start()
     print(f"echo server on {server.address[0]}:{server.address[1]}", flush=True)

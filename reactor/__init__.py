@@ -13,6 +13,7 @@ from reactor.eventloop import (
     EventLoopThread,
     EventLoopThreadPool,
     TimerId,
+    gil_enabled,
 )
 from reactor.tcpconnection import (
     CloseCallback,
@@ -23,6 +24,7 @@ from reactor.tcpconnection import (
     WriteCompleteCallback,
 )
 from reactor.tcpserver import Acceptor, TcpServer, raise_nofile_limit
+from reactor.turn import Turn, blocking
 
 __all__ = [
     "Acceptor",
@@ -39,6 +41,9 @@ __all__ = [
     "TcpConnection",
     "TcpServer",
     "TimerId",
+    "Turn",
     "WriteCompleteCallback",
+    "blocking",
+    "gil_enabled",
     "raise_nofile_limit",
 ]

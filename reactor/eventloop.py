@@ -22,6 +22,11 @@ again, so further callbacks cost no syscall. The invariant is: if
 ``_wakeup_pending`` is true then either a byte is in flight or the list is
 non-empty, and the loop never blocks while the list is non-empty.
 
+Loops of a pool may share a :class:`~reactor.turn.Turn`: such a loop still
+blocks in ``select()`` without it, but runs steps 2-4 only while it holds the
+turn, and keeps it for up to one slice while more work is ready at once (see
+``reactor/turn.py`` for why).
+
 A callback or handler that raises is logged with its traceback and the loop
 keeps running; ``SystemExit`` and ``KeyboardInterrupt`` are not caught.
 """
@@ -33,11 +38,14 @@ import itertools
 import logging
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from reactor.turn import Turn
 
 __all__ = [
     "Callback",
@@ -46,12 +54,14 @@ __all__ = [
     "EventLoopThread",
     "EventLoopThreadPool",
     "TimerId",
+    "gil_enabled",
 ]
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[], None]
 EventHandler = Callable[[int], None]
+_Ready = list[tuple[selectors.SelectorKey, int]]
 
 # select() timeout when no timer is armed: long, since wakeups are explicit.
 _IDLE_POLL_SECONDS = 10.0
@@ -85,7 +95,8 @@ class EventLoop:
     Unless stated otherwise a method is "loop thread only".
     """
 
-    def __init__(self) -> None:
+    def __init__(self, turn: Turn | None = None) -> None:
+        self._turn = turn
         self._selector = selectors.DefaultSelector()
         self._thread_id = threading.get_ident()
         self._looping = False
@@ -100,6 +111,11 @@ class EventLoop:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._handle_wakeup)
         self.poll_return_time = time.time()
+
+    @property
+    def turn(self) -> Turn | None:
+        """The :class:`Turn` this loop shares with the other loops of its pool, if any."""
+        return self._turn
 
     # ------------------------------------------------------------------ thread
     def is_in_loop_thread(self) -> bool:
@@ -134,6 +150,29 @@ class EventLoop:
         timeout = 0.0 if self._pending else self._next_timeout()
         events = self._selector.select(timeout)
         self.poll_return_time = time.time()
+        if self._turn is None:
+            self._dispatch(events)
+        else:
+            self._dispatch_in_turn(self._turn, events)
+
+    def _dispatch_in_turn(self, turn: Turn, events: _Ready) -> None:
+        turn.acquire()
+        try:
+            # Keep the turn while work is ready at once: handing it over per
+            # batch would bring back the thread switch per batch it removes.
+            end = time.monotonic() + turn.slice_seconds
+            while True:
+                self._dispatch(events)
+                if self._quit or time.monotonic() >= end:
+                    return
+                events = self._selector.select(0)
+                if not events and not self._pending:
+                    return
+                self.poll_return_time = time.time()
+        finally:
+            turn.release()
+
+    def _dispatch(self, events: _Ready) -> None:
         for key, mask in events:
             try:
                 key.data(mask)
@@ -268,11 +307,18 @@ class EventLoop:
         self._selector.unregister(fileobj)
 
 
+def gil_enabled() -> bool:
+    """Whether Python code runs one thread at a time (always so before 3.13)."""
+    probe: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else probe()
+
+
 class EventLoopThread:
     """A normal (non-daemon) thread running a fresh :class:`EventLoop`."""
 
-    def __init__(self, name: str = "") -> None:
+    def __init__(self, name: str = "", turn: Turn | None = None) -> None:
         self._name = name or "EventLoopThread"
+        self._turn = turn
         self._thread: threading.Thread | None = None
         self._loop: EventLoop | None = None
         self._ready = threading.Event()
@@ -289,7 +335,7 @@ class EventLoopThread:
 
     def _run(self) -> None:
         # Created here so the loop's thread is this one from the start.
-        loop = EventLoop()
+        loop = EventLoop(self._turn)
         self._loop = loop
         self._ready.set()
         try:
@@ -320,14 +366,22 @@ class EventLoopThreadPool:
         self._next = 0
         self._started = False
 
-    def start(self, num_threads: int) -> None:
-        """Start ``num_threads`` loop threads (0 means: use the base loop). Base loop thread."""
+    def start(self, num_threads: int, take_turns: bool | None = None) -> None:
+        """Start ``num_threads`` loop threads (0 means: use the base loop). Base loop thread.
+
+        With ``take_turns`` (by default: when the interpreter has a GIL) and
+        two or more threads, the threads share one :class:`Turn`. The base
+        loop never takes it, so it may wait for the pool (``stop``).
+        """
         self._base_loop.assert_in_loop_thread()
         if self._started:
             raise RuntimeError("EventLoopThreadPool already started")
         self._started = True
+        if take_turns is None:
+            take_turns = gil_enabled()
+        turn = Turn() if take_turns and num_threads > 1 else None
         for i in range(num_threads):
-            thread = EventLoopThread(f"{self._name}-io{i}")
+            thread = EventLoopThread(f"{self._name}-io{i}", turn)
             self._threads.append(thread)
             self._loops.append(thread.start_loop())
 

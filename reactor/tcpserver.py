@@ -176,6 +176,7 @@ class TcpServer:
         self._acceptor.set_new_connection_callback(self._new_connection)
         self._pool = EventLoopThreadPool(loop, name)
         self._num_threads = 0
+        self._take_turns: bool | None = None
         self._connection_cb: ConnectionCallback = default_connection_callback
         self._message_cb: MessageCallback = default_message_callback
         self._write_complete_cb: WriteCompleteCallback | None = None
@@ -203,6 +204,13 @@ class TcpServer:
             raise ValueError("thread count must be >= 0")
         self._num_threads = n
 
+    def set_take_turns(self, on: bool) -> None:
+        """Whether the sub-reactor threads take turns (see ``reactor/turn.py``).
+
+        The default is on when the interpreter has a GIL. Before ``start``.
+        """
+        self._take_turns = on
+
     def set_connection_callback(self, cb: ConnectionCallback) -> None:
         """``cb(conn)`` on establish and teardown (``conn.connected`` tells). Before ``start``."""
         self._connection_cb = cb
@@ -221,7 +229,7 @@ class TcpServer:
             return
         self._started = True
         raise_nofile_limit()
-        self._pool.start(self._num_threads)
+        self._pool.start(self._num_threads, self._take_turns)
         self._loop.run_in_loop(self._acceptor.listen)
 
     def stop_accepting(self) -> None:
