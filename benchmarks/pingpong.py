@@ -14,7 +14,7 @@ Python relay, no storage, no checks) and the chat server with ``-t 1``,
 ``-t 4`` and ``-t 0``, then prints a table with the ratio to the relay.
 
     .venv/bin/python benchmarks/pingpong.py [--pairs 100] [--procs 2] [--seconds 10]
-        [--targets relay,t1,t4,t0] [--json PATH] [--quick]
+        [--targets relay,t1,t4,t4-noturns,t0] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from driver.workers import WorkerControl, run_workers  # noqa: E402
 
 MSG_LEN = 64
 STAMP_LEN = 20  # zero-padded monotonic_ns at the start of the text
-DEFAULT_TARGETS = "relay,t1,t4,t0"
+DEFAULT_TARGETS = "relay,t1,t4,t4-noturns,t0"
 
 
 # --------------------------------------------------------------------- worker
@@ -194,15 +194,21 @@ def start_target(target: str, relay: str | None) -> Target:
         return ExternalTarget(target)
     if target == "relay":
         return RelayProcess(relay).start()
-    if target.startswith("t") and target[1:].isdigit():
-        return ChatServerProcess(int(target[1:])).start()
-    raise SystemExit(f"unknown target {target!r}: use relay or tN (server with -t N)")
+    threads, _, variant = target.partition("-")
+    if threads.startswith("t") and threads[1:].isdigit() and variant in ("", "noturns"):
+        extra = ["--no-turns"] if variant else []
+        return ChatServerProcess(int(threads[1:]), extra).start()
+    raise SystemExit(f"unknown target {target!r}: use relay, tN (server with -t N) "
+                     "or tN-noturns (the same with --no-turns)")
 
 
 def describe(target: str) -> str:
     if ":" in target:
         return target
-    return "reference relay" if target == "relay" else f"server -t {target[1:]}"
+    if target == "relay":
+        return "reference relay"
+    threads, _, variant = target.partition("-")
+    return f"server -t {threads[1:]}" + (" --no-turns" if variant else "")
 
 
 def drive(target: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
@@ -297,8 +303,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_pair_options(p)
     p.add_argument("--targets", default=DEFAULT_TARGETS,
-                   help="comma list of relay, tN (server -t N) and HOST:PORT[@PID] (a running "
-                        f"server); default {DEFAULT_TARGETS}")
+                   help="comma list of relay, tN (server -t N), tN-noturns (with --no-turns) "
+                        f"and HOST:PORT[@PID] (a running server); default {DEFAULT_TARGETS}")
     p.add_argument("--relay", default=None,
                    help="path of reference_relay.py ($CHAT_REFERENCE_RELAY, default "
                         "../shared/bench/ beside the repository)")
@@ -310,12 +316,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="wait for Enter before driving each target (to attach py-spy)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
     p.add_argument("--quick", action="store_true",
-                   help="tiny run for CI: 4 pairs, 0.3 s warm-up, 1 s, relay,t1,t4")
+                   help="tiny run for CI: 4 pairs, 0.3 s warm-up, 1 s, relay,t1,t4,t4-noturns")
     args = p.parse_args(argv)
     if args.quick:
         args.pairs, args.warmup, args.seconds, args.cooldown = 4, 0.3, 1.0, 0.0
         if args.targets == DEFAULT_TARGETS:
-            args.targets = "relay,t1,t4"
+            args.targets = "relay,t1,t4,t4-noturns"
     if args.pairs < 1 or args.procs < 1 or args.seconds <= 0 or args.rounds < 1:
         p.error("--pairs, --procs, --seconds and --rounds must be positive")
     return args

@@ -15,6 +15,11 @@ flush them, which the bus passes on through the ``flush(user_id)`` callback.
 ``is_alive(server_id)`` tells login whether the process that holds a user
 online is still running, so that a crashed process cannot lock its users out.
 
+A bus that waits on a network (Redis) does every wait inside a
+``blocking()`` context manager given to it, as the store does: the server
+passes ``reactor.blocking`` so a loop thread waiting on Redis lets the
+other loops run.
+
 `LocalBus` is the single-process router: there is no other process, so a
 user who is not connected here is offline.  `chat.redisbus.RedisBus` is the
 cluster's (docs/cluster.md).
@@ -23,10 +28,12 @@ cluster's (docs/cluster.md).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 Deliver = Callable[[int, bytes], None]
 Flush = Callable[[int], object]
+Blocking = Callable[[], AbstractContextManager[object]]
 
 
 class Bus(Protocol):

@@ -43,13 +43,14 @@ import os
 import queue
 import threading
 import time
+from contextlib import nullcontext
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from chat.bus import Deliver, Flush
+from chat.bus import Blocking, Deliver, Flush
 
 log = logging.getLogger("chat.redisbus")
 
@@ -89,8 +90,10 @@ class RedisBus:
     """The Bus of a cluster member.  Every public method is safe from any thread."""
 
     def __init__(self, url: str, server_id: str, heartbeat_ttl: float = HEARTBEAT_TTL,
-                 heartbeat_every: float = HEARTBEAT_EVERY) -> None:
+                 heartbeat_every: float = HEARTBEAT_EVERY,
+                 blocking: Blocking = nullcontext) -> None:
         self.server_id = server_id
+        self._blocking = blocking  # around every wait on Redis; see Bus
         self._ttl = heartbeat_ttl
         self._every = heartbeat_every
         self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
@@ -137,7 +140,9 @@ class RedisBus:
                 self._waiters.setdefault(user_channel(user_id), []).append(done)
         self._requests.put(("sub", user_id))
         self._wake()
-        if connected and not done.wait(SUBSCRIBE_WAIT):
+        with self._blocking():
+            confirmed = not connected or done.wait(SUBSCRIBE_WAIT)
+        if not confirmed:
             log.warning("subscription of user %d not confirmed in time", user_id)
             with self._lock:  # nobody waits now: the confirmation will flush instead
                 waiting = self._waiters.get(user_channel(user_id), [])
@@ -195,9 +200,10 @@ class RedisBus:
         proves nothing either.
         """
         try:
-            if self._pub.exists(server_key(server_id)):
-                return True
-            uptime = int(self._pub.info("server")["uptime_in_seconds"])
+            with self._blocking():
+                if self._pub.exists(server_key(server_id)):
+                    return True
+                uptime = int(self._pub.info("server")["uptime_in_seconds"])
         except RedisError as exc:
             log.warning("cannot tell whether server %s is alive: %s", server_id, exc)
             return True
@@ -222,7 +228,8 @@ class RedisBus:
         if time.monotonic() < self._circuit_until:
             return -1
         try:
-            return int(self._pub.publish(channel, payload))
+            with self._blocking():
+                return int(self._pub.publish(channel, payload))
         except RedisError as exc:
             if time.monotonic() >= self._circuit_until:
                 log.warning("publish to %s failed: %s", channel, exc)
@@ -243,7 +250,8 @@ class RedisBus:
             pipe = self._pub.pipeline(transaction=False)
             for channel, payload in messages:
                 pipe.publish(channel, payload)
-            return [int(n) for n in pipe.execute()]
+            with self._blocking():
+                return [int(n) for n in pipe.execute()]
         except RedisError as exc:
             if time.monotonic() >= self._circuit_until:
                 log.warning("pipelined publish of %d failed: %s", len(messages), exc)
@@ -255,7 +263,8 @@ class RedisBus:
         if time.monotonic() < self._circuit_until:
             return
         try:
-            self._pub.publish(self._wake_channel, b"")
+            with self._blocking():
+                self._pub.publish(self._wake_channel, b"")
         except RedisError:
             pass  # the subscriber is not connected either; it retries on its own
 

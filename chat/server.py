@@ -27,7 +27,7 @@ from chat.protocol import FrameDecoder
 from chat.service import ChatService
 from chat.session import Session
 from chat.store import open_store
-from reactor import Buffer, EventLoop, TcpConnection, TcpServer
+from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
 
@@ -50,6 +50,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="redis://HOST:PORT/DB to join a cluster (CHAT_REDIS, default none)")
     p.add_argument("--server-id", default=env("CHAT_SERVER_ID") or None,
                    help="this process's name in the cluster (CHAT_SERVER_ID, default HOST:PORT)")
+    p.add_argument("--turns", action=argparse.BooleanOptionalAction,
+                   default=env("CHAT_TURNS", "on") != "off",
+                   help="sub-reactor threads take turns, as reactor/turn.py explains "
+                        "(CHAT_TURNS=on|off, default on where Python has a GIL)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
     limits = p.add_argument_group("limits")
@@ -72,7 +76,7 @@ def make_bus(url: str | None, server_id: str) -> Bus:
         return LocalBus()
     from chat.redisbus import RedisBus  # needs the redis extra
 
-    bus: Bus = RedisBus(url, server_id)
+    bus: Bus = RedisBus(url, server_id, blocking=blocking)
     return bus
 
 
@@ -84,11 +88,13 @@ class ChatServer:
         self.limits = limits_from(args)
         self.tcp = TcpServer(loop, (args.host, args.port), "chat")
         self.tcp.set_thread_num(args.threads)
+        if not args.turns:
+            self.tcp.set_take_turns(False)
         self.tcp.set_connection_callback(self.on_connection)
         self.tcp.set_message_callback(self.on_message)
         host, port = self.tcp.address[:2]
         self.server_id = args.server_id or f"{socket.gethostname()}:{args.port or port}"
-        store = open_store(args.db)
+        store = open_store(args.db, blocking=blocking)
         bus = make_bus(args.redis, self.server_id)
         self.service = ChatService(store, bus, self.server_id, self.limits)
         self.guard = ConnectionGuard(self.tcp, self.service, self.limits)

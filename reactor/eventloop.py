@@ -213,9 +213,14 @@ class EventLoop:
                 return
             self._wakeup_pending = True
         # In the loop thread the list is checked before the next select(), so no
-        # byte is needed; from elsewhere the loop may be blocked and must be woken.
+        # byte is needed; from elsewhere the loop may be blocked and must be woken,
+        # but from a loop in the same turn only once that turn ends.
         if threading.get_ident() != self._thread_id:
-            self._wakeup()
+            turn = self._turn
+            if turn is not None and turn.held_here():
+                turn.defer(self._wakeup)
+            else:
+                self._wakeup()
 
     def pending_count(self) -> int:
         """Number of queued callbacks (a racy snapshot). Safe from any thread."""
@@ -230,8 +235,10 @@ class EventLoop:
             logger.debug("wakeup of a closed EventLoop ignored")
 
     def _handle_wakeup(self, _mask: int) -> None:
+        # A short read means the pipe is drained: no extra recv() that would
+        # only raise BlockingIOError (an exception per wakeup is not free).
         try:
-            while self._wake_r.recv(4096):
+            while len(self._wake_r.recv(4096)) == 4096:
                 pass
         except (BlockingIOError, InterruptedError):
             pass

@@ -32,6 +32,7 @@ import collections
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["Turn", "blocking"]
@@ -68,6 +69,19 @@ class Turn:
         self._mutex = threading.Lock()
         self._taken = False
         self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._owed: list[Callable[[], None]] = []  # the holder's; see defer()
+
+    def held_here(self) -> bool:
+        """Whether the calling thread holds this turn."""
+        return getattr(_held, "turn", None) is self
+
+    def defer(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` once this thread's turn ends. Only while holding it.
+
+        For waking another loop of the turn: woken now, it could not run its
+        handlers before the turn is free anyway, only take the GIL away.
+        """
+        self._owed.append(wake)
 
     def acquire(self) -> None:
         """Wait until it is this thread's turn. Not re-entrant."""
@@ -90,18 +104,21 @@ class Turn:
         _held.turn = self
 
     def release(self) -> None:
-        """End this thread's turn and wake the longest waiter, if any."""
+        """End this thread's turn, wake the longest waiter and what was deferred."""
         _held.turn = None
+        owed, self._owed = self._owed, []
         with self._mutex:
             if not self._waiters:
                 self._taken = False
-                return
-            waiter = self._waiters.popleft()
-            if time.monotonic() - waiter.since >= self.slice_seconds:
-                waiter.handed = True
             else:
-                self._taken = False
-            waiter.lock.release()
+                waiter = self._waiters.popleft()
+                if time.monotonic() - waiter.since >= self.slice_seconds:
+                    waiter.handed = True
+                else:
+                    self._taken = False
+                waiter.lock.release()
+        for wake in owed:
+            wake()
 
 
 class blocking:  # noqa: N801 - used like a function: ``with blocking(): ...``

@@ -8,12 +8,13 @@ See docs/storage.md for the URL options, the schema and the failure model.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from .config import parse_url
 from .dialect import MYSQL
 from .errors import GroupNameTaken, NameTaken, StoreError, StoreUnavailable
-from .pool import ConnectionPool, ensure_mysql_database
+from .pool import Blocking, ConnectionPool, ensure_mysql_database
 from .records import Group, GroupMember, User
 from .store import Store
 
@@ -23,8 +24,10 @@ __all__ = [
 ]
 
 
-def open_store(url: str, **options: Any) -> Store:
+def open_store(url: str, *, blocking: Blocking = nullcontext, **options: Any) -> Store:
     """Open (and if needed create) the database at ``url``; safe to share by threads.
+
+    Every query and password hash runs inside ``blocking()`` (see ``pool.py``).
 
     Raises ValueError for a malformed URL or option, StoreUnavailable if the
     database cannot be reached.
@@ -32,7 +35,7 @@ def open_store(url: str, **options: Any) -> Store:
     config = parse_url(url, **options)
     if config.dialect is MYSQL and config.options["create_database"]:
         ensure_mysql_database(config)
-    store = Store(ConnectionPool(config), config.options["password_cost"])
+    store = Store(ConnectionPool(config, blocking), config.options["password_cost"])
     try:
         store.create_tables()
     except BaseException:

@@ -21,6 +21,11 @@ back and run again (up to three times).
 MySQL connections are checked with ``ping`` when they leave the pool (DBUtils
 ``ping=1``), so after a database restart stale connections are replaced
 without any manual step.
+
+The whole of ``run`` happens inside ``blocking()``, a context manager the
+caller may supply: the server passes ``reactor.blocking`` so that a loop
+thread waiting on the database lets the other loops run (this package does
+not import the reactor; it only calls what it is given).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -43,6 +48,7 @@ log = logging.getLogger("chat.store")
 
 T = TypeVar("T")
 Work = Callable[[Any], T]  # receives a DB-API cursor
+Blocking = Callable[[], AbstractContextManager[object]]
 
 _MYSQL_RETRYABLE = {1213, 1205}  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _DEADLOCK_RETRIES = 3
@@ -104,8 +110,9 @@ def _make_pooled(config: Config) -> tuple[PooledDB, ModuleType]:
 class ConnectionPool:
     """Borrow-run-return around PooledDB.  Safe from any thread."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, blocking: Blocking = nullcontext) -> None:
         self.config = config
+        self.blocking = blocking
         self.dialect = config.dialect
         self._pool, self._module = _make_pooled(config)
         m = self._module
@@ -117,6 +124,10 @@ class ConnectionPool:
 
     def run(self, work: Work[T], *, read_only: bool = False) -> T:
         """Run ``work(cursor)`` in one transaction; see the module docstring."""
+        with self.blocking():
+            return self._run(work, read_only)
+
+    def _run(self, work: Work[T], read_only: bool) -> T:
         attempts = 2 if read_only else 1
         retries = 0
         while True:

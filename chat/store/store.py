@@ -4,7 +4,8 @@ Each method is one call to :meth:`ConnectionPool.run`, so each is one
 transaction on a connection borrowed for that call only; every method may
 raise :class:`StoreUnavailable`.  Queries are written once in qmark style and
 translated by the dialect (see ``dialect.py``).  Password hashing runs before
-a connection is borrowed or after it is returned, never while holding one.
+a connection is borrowed or after it is returned, never while holding one,
+and inside the pool's ``blocking()`` like the queries.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Store:
 
     def register(self, name: str, password: str) -> int:
         """Create a user, return its id; raise NameTaken if the name exists."""
-        stored = hash_password(password, self._password_cost)
+        with self._pool.blocking():
+            stored = hash_password(password, self._password_cost)
 
         def work(cur: Cursor) -> int:
             try:
@@ -80,8 +82,11 @@ class Store:
         """The user if the password matches, else None (also for no such user)."""
         rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
                           (user_id,))
-        if not rows or not verify_password(password, rows[0][3]):
+        if not rows:
             return None
+        with self._pool.blocking():
+            if not verify_password(password, rows[0][3]):
+                return None
         uid, name, state, _ = rows[0]
         return User(int(uid), name, state)
 

@@ -14,14 +14,14 @@ def test_pingpong_quick_runs(tmp_path: Path) -> None:
     out = tmp_path / "pingpong.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--pairs", "2", "--seconds", "0.5",
-         "--targets", "relay,t1,t2", "--json", str(out)],
+         "--targets", "relay,t1,t2,t2-noturns", "--json", str(out)],
         capture_output=True, text=True, timeout=90,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     summary = json.loads(out.read_text())
     assert {"benchmark", "command", "config", "machine", "unit", "results"} <= summary.keys()
     assert [r["target"] for r in summary["results"]] == [
-        "reference relay", "server -t 1", "server -t 2"]
+        "reference relay", "server -t 1", "server -t 2", "server -t 2 --no-turns"]
     for row in summary["results"]:
         assert {"msgs_per_s", "delivered", "errors", "lost_in_flight", "latency_us",
                 "ratio_vs_relay"} <= row.keys()

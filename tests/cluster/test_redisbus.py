@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -111,3 +112,24 @@ def test_outage_fails_fast_then_subscriptions_come_back_and_flush(
     while (event := probe.next(timeout=10))[0] == "flush":
         pass
     assert event == ("deliver", 9, b'{"m":"back"}')
+
+
+def test_every_wait_on_redis_runs_inside_the_blocking_hook(redis: RedisServer) -> None:
+    entered: list[str] = []
+
+    @contextmanager
+    def hook() -> Iterator[None]:
+        entered.append("in")
+        yield
+
+    bus = RedisBus(redis.url, "hooked", blocking=hook)
+    bus.start(Probe().deliver)
+    try:
+        assert bus.wait_connected(5)
+        for call in (lambda: bus.subscribe(1), lambda: bus.publish(1, b"x"),
+                     lambda: bus.publish_many([1, 2], b"x"), lambda: bus.is_alive("other")):
+            before = len(entered)
+            call()
+            assert len(entered) > before
+    finally:
+        bus.close()

@@ -1,9 +1,13 @@
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from chat.store import NameTaken, Store, User
+from chat.store import NameTaken, Store, User, open_store
 from chat.store.passwords import verify_password
+
+from .conftest import FAST_COST
 
 
 def test_register_authenticate_get_user(store: Store) -> None:
@@ -93,3 +97,28 @@ def test_concurrent_same_name_one_wins(store: Store) -> None:
         t.join(20)
     assert sum(isinstance(r, int) for r in results) == 1
     assert sum(isinstance(r, NameTaken) for r in results) == 7
+
+
+class CountingBlocking:
+    """A ``blocking`` hook that counts the sections it was entered for."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.entered += 1
+        yield
+
+
+def test_queries_and_password_hashes_run_inside_the_blocking_hook(store_url: str) -> None:
+    hook = CountingBlocking()
+    store = open_store(store_url, blocking=hook, password_cost=FAST_COST)
+    try:
+        before = hook.entered
+        user_id = store.register("hooked", "pw")
+        assert hook.entered == before + 2  # the hash, then the insert
+        assert store.authenticate(user_id, "pw") is not None
+        assert hook.entered == before + 4  # the select, then the check of the hash
+    finally:
+        store.close()
