@@ -10,8 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from reactor import EventLoop, EventLoopThreadPool, Turn, blocking
+from reactor.eventloop import _IDLE_POLL_SECONDS
 
 from .conftest import WAIT, call_in_loop
+
+PROMPT = _IDLE_POLL_SECONDS / 2  # a wait that a lost wakeup would overrun
 
 
 def wait_until(predicate: object, what: str) -> None:
@@ -117,7 +120,7 @@ def test_blocking_lets_the_other_loops_run(base_loop: EventLoop) -> None:
     def wait_for_other_loop() -> None:
         second.queue_in_loop(other_ran.set)
         with blocking():  # without it, the second loop never gets the turn
-            other_ran.wait(WAIT)
+            other_ran.wait(PROMPT)
         finished.set()
 
     try:
@@ -163,3 +166,19 @@ def test_only_the_threads_of_a_pool_of_several_share_a_turn(base_loop: EventLoop
             assert all(loop.turn is None for loop in pool.get_all_loops())
         finally:
             pool.stop()
+
+
+def test_a_callback_queued_to_another_loop_in_the_turn_runs_once_the_turn_ends(
+    base_loop: EventLoop,
+) -> None:
+    # The wakeup is deferred to the end of the sender's turn; if it were lost the
+    # other loop would sleep until its idle select() timeout, longer than PROMPT.
+    pool = start_pool(base_loop, 2, take_turns=True)
+    first, second = pool.get_all_loops()
+    ran = threading.Event()
+    try:
+        call_in_loop(second, lambda: None)  # the second loop is idle in select() now
+        first.queue_in_loop(lambda: second.queue_in_loop(ran.set))
+        assert ran.wait(PROMPT)
+    finally:
+        pool.stop()
