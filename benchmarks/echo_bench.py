@@ -4,9 +4,12 @@ Each server runs as a subprocess; the same client drives all of them: two
 client processes (fewer if there are fewer connections), each with
 non-blocking sockets on one epoll, ping-pong style (every connection keeps
 exactly one message in flight). A cell is (connections, message size); its
-figure is completed round trips per second summed over the client processes.
+figure is completed round trips per second summed over the client processes,
+the median over the rounds. "reactor-4-noturns" is 4 threads that do not take
+turns (reactor/turn.py), to show what the turns change.
 
-    python benchmarks/echo_bench.py [--seconds 5] [--quick] [--json PATH]
+    python benchmarks/echo_bench.py [--seconds 5] [--rounds 1] [--cells 100x64,...]
+                                    [--quick] [--json PATH]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import platform
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +33,7 @@ ECHO_EXAMPLE = os.path.join(ROOT, "examples", "echo_server.py")
 CLIENT_PROCESSES = 2
 FULL_CELLS = [(c, s) for c in (1, 100, 1000) for s in (64, 4096)]
 QUICK_CELLS = [(100, 64)]
-SERVERS = ("reactor-0", "reactor-4", "asyncio")
+SERVERS = ("reactor-0", "reactor-4", "reactor-4-noturns", "asyncio")
 
 
 # --------------------------------------------------------------------- servers
@@ -58,7 +62,8 @@ def start_server(kind: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
     if kind == "asyncio":
         cmd = [sys.executable, os.path.abspath(__file__), "--serve-asyncio"]
     else:
-        cmd = [sys.executable, ECHO_EXAMPLE, "0", kind.split("-")[1]]
+        _, threads, *variant = kind.split("-")
+        cmd = [sys.executable, ECHO_EXAMPLE, "0", threads] + (["--no-turns"] if variant else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -162,54 +167,64 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(cells: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
+def run(cells: list[tuple[int, int]], seconds: float, rounds: int = 1) -> dict[str, Any]:
     # All servers stay up (an idle one costs nothing) and each cell visits
     # them in turn, so a burst of load on this shared machine skews one cell
     # of every server rather than every cell of one server.
-    rates: dict[str, dict[tuple[int, int], float]] = {kind: {} for kind in SERVERS}
-    cpu_us: dict[str, dict[tuple[int, int], float | None]] = {kind: {} for kind in SERVERS}
+    rates: dict[str, dict[tuple[int, int], list[float]]] = {
+        kind: {cell: [] for cell in cells} for kind in SERVERS}
+    cpu_us: dict[str, dict[tuple[int, int], list[float]]] = {
+        kind: {cell: [] for cell in cells} for kind in SERVERS}
     servers = {}
     try:
         for kind in SERVERS:
             servers[kind] = start_server(kind)
-        for cell in cells:
-            for kind in SERVERS:
-                proc, address = servers[kind]
-                cpu_before = process_cpu_seconds(proc.pid)
-                rate = rates[kind][cell] = drive(address, *cell, seconds)
-                cpu_after = process_cpu_seconds(proc.pid)
-                cpu_us[kind][cell] = (
-                    None if cpu_before is None or cpu_after is None or rate == 0
-                    else (cpu_after - cpu_before) / (rate * seconds) * 1e6
-                )
+        for _, address in servers.values():
+            # Unmeasured: the first connections of a fresh server are slow for
+            # asyncio in particular (its first round came out at a third).
+            drive(address, *cells[0], min(seconds, 0.5))
+        for _ in range(rounds):
+            for cell in cells:
+                for kind in SERVERS:
+                    proc, address = servers[kind]
+                    cpu_before = process_cpu_seconds(proc.pid)
+                    rate = drive(address, *cell, seconds)
+                    cpu_after = process_cpu_seconds(proc.pid)
+                    rates[kind][cell].append(rate)
+                    if cpu_before is not None and cpu_after is not None and rate:
+                        cpu_us[kind][cell].append(
+                            (cpu_after - cpu_before) / (rate * seconds) * 1e6)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(10)
     rows = [summary_row(cell, rates, cpu_us) for cell in cells]
-    return {"unit": "messages/s", "seconds_per_cell": seconds, "machine": machine(),
-            "cells": rows}
+    return {"unit": "messages/s", "seconds_per_cell": seconds, "rounds": rounds,
+            "statistic": "median over the rounds", "machine": machine(), "cells": rows}
 
 
 def summary_row(
     cell: tuple[int, int],
-    rates: dict[str, dict[tuple[int, int], float]],
-    cpu_us: dict[str, dict[tuple[int, int], float | None]],
+    rates: dict[str, dict[tuple[int, int], list[float]]],
+    cpu_us: dict[str, dict[tuple[int, int], list[float]]],
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"connections": cell[0], "message_bytes": cell[1]}
     for kind in SERVERS:
-        row[kind] = round(rates[kind][cell], 1)
+        row[kind] = round(statistics.median(rates[kind][cell]), 1)
         cpu = cpu_us[kind][cell]
-        row[f"{kind}_server_cpu_us_per_msg"] = None if cpu is None else round(cpu, 2)
+        row[f"{kind}_server_cpu_us_per_msg"] = (
+            round(statistics.median(cpu), 2) if cpu else None)
     base = row["asyncio"] or 1.0
     row["ratio_reactor0_asyncio"] = round(row["reactor-0"] / base, 3)
     row["ratio_reactor4_asyncio"] = round(row["reactor-4"] / base, 3)
+    row["ratio_reactor4_noturns_asyncio"] = round(row["reactor-4-noturns"] / base, 3)
     return row
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    print(f"{'conns':>6} {'bytes':>6} {'reactor-0':>11} {'reactor-4':>11} {'asyncio':>11}"
-          f" {'r0/aio':>7} {'r4/aio':>7}   server CPU us/msg r0 / r4 / aio")
+    print(f"{'conns':>6} {'bytes':>6} {'reactor-0':>11} {'reactor-4':>11} {'r4-noturns':>11}"
+          f" {'asyncio':>11} {'r0/aio':>7} {'r4/aio':>7} {'r4nt/aio':>8}"
+          "   server CPU us/msg r0 / r4 / r4nt / aio")
     for r in summary["cells"]:
         cpu = " / ".join(
             "-" if r[f"{k}_server_cpu_us_per_msg"] is None
@@ -217,13 +232,18 @@ def print_table(summary: dict[str, Any]) -> None:
             for k in SERVERS
         )
         print(f"{r['connections']:>6} {r['message_bytes']:>6} {r['reactor-0']:>11.0f}"
-              f" {r['reactor-4']:>11.0f} {r['asyncio']:>11.0f}"
-              f" {r['ratio_reactor0_asyncio']:>7.2f} {r['ratio_reactor4_asyncio']:>7.2f}   {cpu}")
+              f" {r['reactor-4']:>11.0f} {r['reactor-4-noturns']:>11.0f} {r['asyncio']:>11.0f}"
+              f" {r['ratio_reactor0_asyncio']:>7.2f} {r['ratio_reactor4_asyncio']:>7.2f}"
+              f" {r['ratio_reactor4_noturns_asyncio']:>8.2f}   {cpu}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration per cell")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every cell this many times, interleaved; report medians")
+    parser.add_argument("--cells", default=None,
+                        help="comma list of CONNSxBYTES (default: 1, 100, 1000 x 64, 4096)")
     parser.add_argument("--quick", action="store_true", help="one short cell per server (CI)")
     parser.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     parser.add_argument("--serve-asyncio", action="store_true", help=argparse.SUPPRESS)
@@ -237,8 +257,11 @@ def main() -> None:
         run_client(host, int(port), int(conns), int(size), float(secs))
         return
     cells = QUICK_CELLS if args.quick else FULL_CELLS
+    if args.cells:
+        cells = [(int(c), int(b)) for c, b in (x.split("x") for x in args.cells.split(","))]
     seconds = min(args.seconds, 0.5) if args.quick else args.seconds
-    summary = run(cells, seconds)
+    summary = run(cells, seconds, max(1, args.rounds))
+    summary["command"] = "python benchmarks/echo_bench.py " + " ".join(sys.argv[1:])
     print_table(summary)
     if args.json:
         with open(args.json, "w") as f:

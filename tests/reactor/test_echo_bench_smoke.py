@@ -28,7 +28,9 @@ def test_echo_bench_quick_runs(tmp_path: Path) -> None:
             "message_bytes",
             "reactor-0",
             "reactor-4",
+            "reactor-4-noturns",
             "asyncio",
             "ratio_reactor0_asyncio",
             "ratio_reactor4_asyncio",
+            "ratio_reactor4_noturns_asyncio",
         } <= cell.keys()
