@@ -139,8 +139,8 @@ class RedisBus:
             if connected:
                 self._waiters.setdefault(user_channel(user_id), []).append(done)
         self._requests.put(("sub", user_id))
-        self._wake()
-        with self._blocking():
+        with self._blocking():  # one step out of the turn for both round trips
+            self._wake()
             confirmed = not connected or done.wait(SUBSCRIBE_WAIT)
         if not confirmed:
             log.warning("subscription of user %d not confirmed in time", user_id)
