@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-id", default=env("CHAT_SERVER_ID") or None,
                    help="this process's name in the cluster (CHAT_SERVER_ID, default HOST:PORT)")
     p.add_argument("--turns", action=argparse.BooleanOptionalAction,
-                   default=env("CHAT_TURNS", "on") != "off",
+                   default=env("CHAT_TURNS", "on").lower() not in ("off", "0", "no", "false"),
                    help="sub-reactor threads take turns, as reactor/turn.py explains "
                         "(CHAT_TURNS=on|off, default on where Python has a GIL)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),

@@ -1,0 +1,22 @@
+"""Server options that are not limits: the turns switch and its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.server import parse_args
+
+
+def test_turns_are_on_by_default_and_off_by_flag() -> None:
+    assert parse_args([]).turns is True
+    assert parse_args(["--no-turns"]).turns is False
+    assert parse_args(["--turns"]).turns is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("off", False), ("0", False), ("no", False), ("False", False), ("on", True), ("1", True),
+])
+def test_chat_turns_variable(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    monkeypatch.setenv("CHAT_TURNS", value)
+    assert parse_args([]).turns is expected
+    assert parse_args(["--turns"]).turns is True  # the flag wins over the variable
