@@ -69,6 +69,15 @@ def start_pool(base: EventLoop, threads: int, take_turns: bool) -> EventLoopThre
     return pool
 
 
+@pytest.fixture
+def two_loops(base_loop: EventLoop) -> Iterator[tuple[EventLoop, EventLoop]]:
+    """The two loops of a started pool that takes turns."""
+    pool = start_pool(base_loop, 2, take_turns=True)
+    first, second = pool.get_all_loops()
+    yield first, second
+    pool.stop()
+
+
 def max_overlap(pool: EventLoopThreadPool, per_loop: int) -> int:
     """Run callbacks that release the GIL mid-way on every loop; the most that
     were inside at once."""
@@ -111,9 +120,8 @@ def test_without_turns_handlers_of_different_loops_overlap(base_loop: EventLoop)
         pool.stop()
 
 
-def test_blocking_lets_the_other_loops_run(base_loop: EventLoop) -> None:
-    pool = start_pool(base_loop, 2, take_turns=True)
-    first, second = pool.get_all_loops()
+def test_blocking_lets_the_other_loops_run(two_loops: tuple[EventLoop, EventLoop]) -> None:
+    first, second = two_loops
     other_ran = threading.Event()
     finished = threading.Event()
 
@@ -123,17 +131,15 @@ def test_blocking_lets_the_other_loops_run(base_loop: EventLoop) -> None:
             other_ran.wait(PROMPT)
         finished.set()
 
-    try:
-        first.queue_in_loop(wait_for_other_loop)
-        assert finished.wait(WAIT)
-        assert other_ran.is_set()
-    finally:
-        pool.stop()
+    first.queue_in_loop(wait_for_other_loop)
+    assert finished.wait(WAIT)
+    assert other_ran.is_set()
 
 
-def test_a_busy_loop_hands_the_turn_over_after_a_slice(base_loop: EventLoop) -> None:
-    pool = start_pool(base_loop, 2, take_turns=True)
-    busy, other = pool.get_all_loops()
+def test_a_busy_loop_hands_the_turn_over_after_a_slice(
+    two_loops: tuple[EventLoop, EventLoop],
+) -> None:
+    busy, other = two_loops
     other_ran = threading.Event()
     spins = [0]
 
@@ -143,13 +149,10 @@ def test_a_busy_loop_hands_the_turn_over_after_a_slice(base_loop: EventLoop) -> 
         if not other_ran.is_set():
             busy.queue_in_loop(spin)
 
-    try:
-        call_in_loop(busy, lambda: busy.queue_in_loop(spin))
-        wait_until(lambda: spins[0] > 10, "the busy loop to spin")
-        other.queue_in_loop(other_ran.set)
-        assert other_ran.wait(WAIT)
-    finally:
-        pool.stop()
+    call_in_loop(busy, lambda: busy.queue_in_loop(spin))
+    wait_until(lambda: spins[0] > 10, "the busy loop to spin")
+    other.queue_in_loop(other_ran.set)
+    assert other_ran.wait(WAIT)
 
 
 def test_only_the_threads_of_a_pool_of_several_share_a_turn(base_loop: EventLoop) -> None:
@@ -169,16 +172,12 @@ def test_only_the_threads_of_a_pool_of_several_share_a_turn(base_loop: EventLoop
 
 
 def test_a_callback_queued_to_another_loop_in_the_turn_runs_once_the_turn_ends(
-    base_loop: EventLoop,
+    two_loops: tuple[EventLoop, EventLoop],
 ) -> None:
     # The wakeup is deferred to the end of the sender's turn; if it were lost the
     # other loop would sleep until its idle select() timeout, longer than PROMPT.
-    pool = start_pool(base_loop, 2, take_turns=True)
-    first, second = pool.get_all_loops()
+    first, second = two_loops
     ran = threading.Event()
-    try:
-        call_in_loop(second, lambda: None)  # the second loop is idle in select() now
-        first.queue_in_loop(lambda: second.queue_in_loop(ran.set))
-        assert ran.wait(PROMPT)
-    finally:
-        pool.stop()
+    call_in_loop(second, lambda: None)  # the second loop is idle in select() now
+    first.queue_in_loop(lambda: second.queue_in_loop(ran.set))
+    assert ran.wait(PROMPT)
