@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from chat.protocol import Errno, MsgId
+from chat.protocol import Dialect, Errno, MsgId
 from tests.hardening.conftest import logged_in
 
 
@@ -141,6 +141,22 @@ def test_silent_connection_is_closed_and_its_user_marked_offline(limited_server)
     err = silent.recv(timeout=5)
     assert err["errno"] == Errno.BAD_REQUEST and "keep-alive" in err["errmsg"]
     assert silent.closed_by_server(timeout=5)
+    with srv.connect() as s:
+        assert s.login(uid, "pw")["errno"] == 0
+
+
+def test_silent_legacy_connection_is_closed_without_a_frame(limited_server):
+    # The legacy dialect has no ERROR_MSG, so its idle close says nothing.
+    srv = limited_server("--idle-timeout", "0.5")
+    silent = srv.connect(dialect=Dialect.LEGACY)
+    uid = silent.register("silent-legacy", "pw")["id"]
+    assert silent.login(uid, "pw")["errno"] == 0
+    assert not silent.inbox
+    silent.sock.settimeout(5)
+    rest = b""
+    while chunk := silent.sock.recv(4096):  # raw: any frame at all, in either dialect
+        rest += chunk
+    assert rest == b""
     with srv.connect() as s:
         assert s.login(uid, "pw")["errno"] == 0
 
