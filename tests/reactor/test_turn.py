@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reactor import EventLoop, EventLoopThreadPool, Turn, blocking
+from reactor import EventLoop, EventLoopThreadPool, Turn, blocking, gil_enabled
 from reactor.eventloop import _IDLE_POLL_SECONDS
 
 from .conftest import WAIT, call_in_loop
@@ -181,3 +181,13 @@ def test_a_callback_queued_to_another_loop_in_the_turn_runs_once_the_turn_ends(
     call_in_loop(second, lambda: None)  # the second loop is idle in select() now
     first.queue_in_loop(lambda: second.queue_in_loop(ran.set))
     assert ran.wait(PROMPT)
+
+
+def test_turns_are_taken_by_default_where_python_has_a_gil(base_loop: EventLoop) -> None:
+    pool = EventLoopThreadPool(base_loop, "default")
+    pool.start(2)
+    try:
+        has_turn = all(loop.turn is not None for loop in pool.get_all_loops())
+        assert has_turn is gil_enabled()
+    finally:
+        pool.stop()
