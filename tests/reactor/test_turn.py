@@ -49,9 +49,18 @@ def test_turn_passes_to_waiters_in_arrival_order() -> None:
     turn.release()
 
 
-def test_blocking_outside_a_turn_does_nothing() -> None:
+def test_blocking_gives_the_turn_up_and_back_and_nests() -> None:
+    turn = Turn()
+    with blocking():  # outside any turn: nothing to give up, nothing to take back
+        assert not turn.held_here()
+    turn.acquire()
     with blocking():
-        pass
+        assert not turn.held_here()
+        with blocking():  # nested: a no-op; taking the turn twice would hang here
+            assert not turn.held_here()
+        assert not turn.held_here()
+    assert turn.held_here()
+    turn.release()
     with pytest.raises(ValueError):
         Turn(-1.0)
 
