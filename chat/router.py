@@ -91,12 +91,18 @@ class Router:
 
     # -- delivery ----------------------------------------------------------------
 
-    def send_live(self, user_id: int, payload: bytes) -> bool:
-        """Deliver to the user's connection here, or through the bus; False if neither."""
+    def send_live(self, user_id: int, payload: bytes, sender: Connection | None = None) -> bool:
+        """Deliver to the user's connection here, or through the bus; False if neither.
+
+        A ``sender`` connection is told whom it talks to, so that the
+        reactor can serve a conversation in one thread.
+        """
         with self._lock:
             conn = self._online.get(user_id)
         if conn is not None:
             conn.send(payload + conn.context.terminator)
+            if sender is not None:
+                sender.talks_to(conn)
             return True
         return self.bus.publish(user_id, payload)
 

@@ -116,7 +116,7 @@ class ChatServer:
         if conn.connected:
             if self.guard.admit(conn):
                 conn.context = Session(
-                    post=conn.loop.queue_in_loop,
+                    post=conn.post,
                     decoder=FrameDecoder(self.limits.max_frame),
                     bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
                 )

@@ -315,7 +315,7 @@ class ChatService:
             "msgid": _ONE_CHAT_MSG, "id": session.user_id, "name": session.name,
             "to": to, "msg": text, "time": sent_at or _now(),
         })
-        if self.router.send_live(to, payload):
+        if self.router.send_live(to, payload, conn):
             state = "delivered"
         elif self.store.get_user(to) is None:
             raise RequestFailed(Errno.NOT_FOUND, f"user {to} does not exist")

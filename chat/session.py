@@ -25,6 +25,10 @@ class Connection(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
+    def post(self, cb: Callable[[], None]) -> None: ...
+
+    def talks_to(self, peer: Any) -> None: ...
+
     def set_write_complete_callback(self, cb: Callable[[Any], None] | None) -> None: ...
 
     def shutdown(self) -> None: ...
@@ -37,7 +41,8 @@ class Session:
     """What the server knows about one connection; kept in ``conn.context``.
 
     ``post`` runs a callable in the connection's own loop thread (the entry
-    point wires it to the loop's ``queue_in_loop``), so work that must not
+    point wires it to the connection's ``post``, which follows the
+    connection when it moves to another loop), so work that must not
     interleave with the connection's handlers, such as flushing offline
     messages, can be sent there from other threads.
     """

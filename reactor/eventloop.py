@@ -222,6 +222,13 @@ class EventLoop:
             else:
                 self._wakeup()
 
+    def registered_count(self) -> int:
+        """Number of watched files, its wakeup socket included (a racy snapshot).
+
+        Safe from any thread.
+        """
+        return len(self._selector.get_map())
+
     def pending_count(self) -> int:
         """Number of queued callbacks (a racy snapshot). Safe from any thread."""
         return len(self._pending)

@@ -18,9 +18,25 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
 * ``shutdown`` half-closes (SHUT_WR) once the output has drained, so queued
   data still reaches the peer; reading continues until the peer closes.
 * Any ``OSError`` on the socket closes this connection only.
+* Moving: ``move_to`` hands the connection to another loop of the pool, so
+  that two connections that talk to each other are served by one thread
+  and a message between them needs no hop (``talks_to`` is the hint that
+  asks for it). The old loop unregisters the socket, and only then does
+  the new one register it (``_adopt``): one loop owns it at every moment.
+  A selector batch may still hold an event of the old loop for it, which
+  ``_handle_events`` ignores outside the owner's thread.
+* The mailbox: whatever other threads ask of a connection (``send``,
+  ``shutdown``, ``force_close``, ``post``) goes into its own queue, drained
+  by one task in the owner's loop (the "drain token": at most one is queued
+  or running). A move runs inside that task and passes the token to
+  ``_adopt``, so the queue follows the connection and keeps its order
+  across moves. In the owner's thread a ``send`` writes at once only while
+  the queue is empty; otherwise it queues behind, so a sender whose thread
+  becomes the owner is never overtaken by its own earlier messages.
 
-Thread contract: ``send``, ``shutdown``, ``force_close`` and the read-only
-properties are safe from any thread; everything else is loop thread only.
+Thread contract: ``send``, ``post``, ``move_to``, ``shutdown``,
+``force_close`` and the read-only properties are safe from any thread;
+everything else is owner loop thread only, the owner being ``loop``.
 """
 
 from __future__ import annotations
@@ -28,6 +44,8 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import threading
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -59,6 +77,9 @@ _WRITE = selectors.EVENT_WRITE
 _READ_WRITE = _READ | _WRITE
 _RECV_SIZE = 65536
 _DEFAULT_HIGH_WATER_MARK = 64 * 1024 * 1024
+# Sends in a row from one connection to connections of one other loop before
+# talks_to asks for a move: enough to tell a conversation from a stray message.
+FOLLOW_AFTER = 8
 
 
 def default_connection_callback(conn: TcpConnection) -> None:
@@ -73,6 +94,14 @@ def default_message_callback(conn: TcpConnection, buf: Buffer, receive_time: flo
 
 def _noop_close(conn: TcpConnection) -> None:
     pass
+
+
+def move_together(conn: TcpConnection, peer: TcpConnection) -> None:
+    """The default placement for ``talks_to``: ``conn`` joins ``peer``'s loop."""
+    conn.move_to(peer.loop)
+
+
+Placer = Callable[["TcpConnection", "TcpConnection"], None]
 
 
 class TcpConnection:
@@ -99,6 +128,13 @@ class TcpConnection:
         self._write_complete_cb: WriteCompleteCallback | None = None
         self._high_water_mark_cb: HighWaterMarkCallback | None = None
         self._close_cb: CloseCallback = _noop_close
+        self._placer: Placer = move_together
+        self._mail: deque[Callable[[], None]] = deque()
+        self._mail_lock = threading.Lock()
+        self._drain_queued = False  # the drain token is out; guarded by _mail_lock
+        self._streak_loop: EventLoop | None = None  # for talks_to
+        self._streak = 0
+        self.serial = 0  # set by the owner; talks_to lets the higher serial decide
         self.set_tcp_no_delay(True)
 
     def __repr__(self) -> str:
@@ -142,6 +178,10 @@ class TcpConnection:
         """Internal: ``cb(conn)`` after teardown, used by the owner (TcpServer)."""
         self._close_cb = cb
 
+    def set_placer(self, placer: Placer) -> None:
+        """Internal: ``placer(conn, peer)`` decides what ``talks_to`` moves (TcpServer)."""
+        self._placer = placer
+
     def set_tcp_no_delay(self, on: bool) -> None:
         """Enable or disable TCP_NODELAY (on by default). Loop thread only."""
         try:
@@ -158,12 +198,12 @@ class TcpConnection:
         """
         if self._state != _CONNECTED:
             return
-        if self.loop.is_in_loop_thread():
+        if self.loop.is_in_loop_thread() and not self._mail:
             self.send_in_loop(data)
         else:
             if type(data) is not bytes:
                 data = bytes(data)
-            self.loop.queue_in_loop(partial(self.send_in_loop, data))
+            self.post(partial(self.send_in_loop, data))
 
     def send_in_loop(self, data: bytes | bytearray | memoryview) -> None:
         """Write now if possible, buffer the rest. Loop thread only."""
@@ -180,7 +220,7 @@ class TcpConnection:
                 return
             if written == len(data):
                 if self._write_complete_cb is not None:
-                    self.loop.queue_in_loop(partial(self._write_complete_cb, self))
+                    self.post(partial(self._write_complete_cb, self))
                 return
         self._queue_output(memoryview(data)[written:] if written else data)
 
@@ -191,23 +231,27 @@ class TcpConnection:
         new_len = len(out)
         mark = self._high_water_mark
         if self._high_water_mark_cb is not None and old_len < mark <= new_len:
-            self.loop.queue_in_loop(partial(self._high_water_mark_cb, self, new_len))
-        if not self._writing and self._registered:
-            self._writing = True
-            self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
+            self.post(partial(self._high_water_mark_cb, self, new_len))
+        if not self._writing:
+            self._writing = True  # also between loops: _adopt watches writability
+            if self._registered:
+                self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
 
     def _on_send_error(self, exc: OSError) -> None:
         # EPIPE/ECONNRESET: the read side will see it too, but close now so
         # that we do not buffer data nobody will read.
         logger.debug("%s: send failed: %s", self.name, exc)
-        self.loop.queue_in_loop(self._force_close_in_loop)
+        self.post(self._force_close_in_loop)
 
     # ------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
         """Half-close (SHUT_WR) once the queued output has drained. Safe from any thread."""
         if self._state == _CONNECTED:
             self._state = _DISCONNECTING
-            self.loop.run_in_loop(self._shutdown_in_loop)
+            if self.loop.is_in_loop_thread() and not self._mail:
+                self._shutdown_in_loop()
+            else:
+                self.post(self._shutdown_in_loop)
 
     def _shutdown_in_loop(self) -> None:
         if not self._writing and self._state == _DISCONNECTING:
@@ -220,15 +264,96 @@ class TcpConnection:
         """Close now, dropping unsent output. Safe from any thread."""
         if self._state in (_CONNECTED, _DISCONNECTING):
             self._state = _DISCONNECTING
-            self.loop.queue_in_loop(self._force_close_in_loop)
+            self.post(self._force_close_in_loop)
 
     def _force_close_in_loop(self) -> None:
         if self._state in (_CONNECTED, _DISCONNECTING):
             self.handle_close()
 
+    # ------------------------------------------------------ mailbox and moves
+    def post(self, cb: Callable[[], None]) -> None:
+        """Run ``cb()`` in the owner's thread after what is queued before it.
+
+        Safe from any thread; ``cb`` follows the connection when it moves.
+        """
+        with self._mail_lock:
+            self._mail.append(cb)
+            if self._drain_queued:
+                return
+            self._drain_queued = True
+            loop = self.loop
+        loop.queue_in_loop(self._drain_mail)
+
+    def _drain_mail(self) -> None:
+        # Holds the drain token (see the module docstring), so self.loop is
+        # this thread's loop: a move happens only inside a drain.
+        loop = self.loop
+        mail = self._mail
+        lock = self._mail_lock
+        while True:
+            with lock:
+                if not mail:
+                    self._drain_queued = False
+                    return
+                cb = mail.popleft()
+            try:
+                cb()
+            except Exception:
+                logger.exception("%s: queued callback %r failed", self.name, cb)
+            if self.loop is not loop:
+                return  # moved: _adopt drains the rest in the new owner's thread
+
+    def move_to(self, loop: EventLoop) -> None:
+        """Hand the connection to ``loop``'s thread. Safe from any thread.
+
+        It takes effect in the owner's thread once the callbacks running
+        and queued before it are done; a closed connection does not move.
+        """
+        self.post(partial(self._move_in_loop, loop))
+
+    def _move_in_loop(self, loop: EventLoop) -> None:
+        if loop is self.loop or self._state not in (_CONNECTED, _DISCONNECTING):
+            return
+        if self._registered:
+            self._registered = False
+            self.loop.unregister(self._sock)
+        self._streak_loop, self._streak = None, 0
+        with self._mail_lock:
+            self.loop = loop
+        loop.queue_in_loop(self._adopt)
+
+    def _adopt(self) -> None:
+        if self._state in (_CONNECTED, _DISCONNECTING):
+            self.loop.register(self._sock, _READ_WRITE if self._writing else _READ,
+                               self._handle_events)
+            self._registered = True
+        self._drain_mail()
+
+    def talks_to(self, peer: TcpConnection) -> None:
+        """Hint, in this connection's loop: it just sent ``peer`` a message.
+
+        After ``FOLLOW_AFTER`` such sends in a row to connections of one
+        other loop, the placer (by default: this connection joins ``peer``)
+        serves the two in one thread. Only the end with the higher
+        ``serial`` acts, so two ends never swap loops with each other.
+        """
+        there = peer.loop
+        if there is self.loop or peer.serial > self.serial:
+            self._streak = 0
+            return
+        if there is not self._streak_loop:
+            self._streak_loop, self._streak = there, 1
+            return
+        self._streak += 1
+        if self._streak >= FOLLOW_AFTER:
+            self._streak_loop, self._streak = None, 0
+            self._placer(self, peer)
+
     # ---------------------------------------------------------- event handlers
     def _handle_events(self, mask: int) -> None:
         # The selector key's data: one bound-method call per ready socket.
+        if not self.loop.is_in_loop_thread():
+            return  # left over in the old loop's batch after a move
         if mask & _READ:
             self.handle_read()
         if mask & _WRITE and self._writing:
@@ -264,7 +389,7 @@ class TcpConnection:
         self._writing = False
         self.loop.modify(self._sock, _READ, self._handle_events)
         if self._write_complete_cb is not None:
-            self.loop.queue_in_loop(partial(self._write_complete_cb, self))
+            self.post(partial(self._write_complete_cb, self))
         if self._state == _DISCONNECTING:
             self._shutdown_in_loop()
 

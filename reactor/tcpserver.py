@@ -14,6 +14,12 @@ robin) where ``connect_established`` runs. Teardown goes back through the
 server's loop as in muduo: the connection's loop calls ``_remove_connection``,
 which hops to the server loop to drop it from the map, which then queues
 ``connect_destroyed`` on the connection's loop to close the socket.
+
+A connection may later move to another loop of the pool (``talks_to``):
+the server's placer lets it join its peer's loop, or brings the peer to
+its own, as long as the loop it fills stays under ``_ROOF`` times the
+average load, so that conversations gather without piling every
+connection onto one thread.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ NewConnectionCallback = Callable[[socket.socket, tuple[str, int]], None]
 
 _LISTEN_BACKLOG = 1024
 _ACCEPTS_PER_WAKEUP = 64
+_ROOF = 1.25  # how far over the average load a move may fill a loop
 _EMFILE_PAUSE_SECONDS = 0.1
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -247,7 +254,7 @@ class TcpServer:
             conns = list(self._connections.values())
             self._connections.clear()
         for conn in conns:
-            conn.loop.run_in_loop(conn.connect_destroyed)
+            conn.post(conn.connect_destroyed)
         self._pool.stop()
 
     def connections(self) -> list[TcpConnection]:
@@ -269,9 +276,22 @@ class TcpServer:
         conn.set_message_callback(self._message_cb)
         conn.set_write_complete_callback(self._write_complete_cb)
         conn.set_close_callback(self._remove_connection)
+        conn.set_placer(self._place)
+        conn.serial = self._next_conn_id - 1
         with self._lock:
             self._connections[name] = conn
         io_loop.run_in_loop(conn.connect_established)
+
+    def _place(self, conn: TcpConnection, peer: TcpConnection) -> None:
+        # talks_to's placer, in conn's loop: the loads are racy snapshots,
+        # good enough to keep a loop from taking every conversation.
+        here, there = conn.loop, peer.loop
+        loads = [loop.registered_count() for loop in self._pool.get_all_loops()]
+        roof = sum(loads) / len(loads) * _ROOF + 1
+        if there.registered_count() < roof:
+            conn.move_to(there)
+        elif here.registered_count() < roof:
+            peer.move_to(here)
 
     def _remove_connection(self, conn: TcpConnection) -> None:
         # Runs in conn's loop; the map belongs to the server loop.
