@@ -23,8 +23,8 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   and a message between them needs no hop (``talks_to`` is the hint that
   asks for it). The old loop unregisters the socket, and only then does
   the new one register it (``_adopt``): one loop owns it at every moment.
-  A selector batch may still hold an event of the old loop for it, which
-  ``_handle_events`` ignores outside the owner's thread.
+  A move runs among the old loop's pending callbacks, which come after
+  the batch of ready sockets, so no event of that batch is left for it.
 * The mailbox: whatever other threads ask of a connection (``send``,
   ``shutdown``, ``force_close``, ``post``) goes into its own queue, drained
   by one task in the owner's loop (the "drain token": at most one is queued
@@ -352,8 +352,6 @@ class TcpConnection:
     # ---------------------------------------------------------- event handlers
     def _handle_events(self, mask: int) -> None:
         # The selector key's data: one bound-method call per ready socket.
-        if not self.loop.is_in_loop_thread():
-            return  # left over in the old loop's batch after a move
         if mask & _READ:
             self.handle_read()
         if mask & _WRITE and self._writing:

@@ -1,0 +1,226 @@
+"""Moving a connection between loops: its socket, its unsent output and what
+other threads send it all follow it, in order; ``talks_to`` gathers two
+connections that talk to each other in one loop."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from collections.abc import Callable
+
+from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
+from reactor.tcpconnection import FOLLOW_AFTER
+
+from .conftest import WAIT, ServerFactory, call_in_loop
+from .test_tcpserver import ConnTracker, connect, recv_exact
+
+
+def settle(*loops: EventLoop) -> None:
+    """Wait until what each loop had queued, and what that queued next in the
+    following ones, has run: a move queues ``_adopt`` on its new loop."""
+    for loop in loops:
+        call_in_loop(loop, lambda: None)
+
+
+def thread_name_of(loop: EventLoop) -> str:
+    return call_in_loop(loop, lambda: threading.current_thread().name)
+
+
+def readline(sock: socket.socket) -> bytes:
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(1)
+        assert chunk, "EOF before the end of a line"
+        line += chunk
+    return bytes(line)
+
+
+def reply_with_thread_name(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+    buf.retrieve_all()
+    conn.send(threading.current_thread().name.encode() + b"\n")
+
+
+def serve_pair(make_server: ServerFactory, threads: int,
+               on_message: Callable[[TcpConnection, Buffer, float], None],
+               ) -> tuple[TcpServer, ConnTracker]:
+    tracker = ConnTracker()
+    return make_server(threads=threads, on_message=on_message, on_connection=tracker), tracker
+
+
+def test_a_moved_connection_is_read_and_written_by_its_new_loop(
+        make_server: ServerFactory) -> None:
+    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    first, second = server.thread_pool.get_all_loops()
+    with connect(server) as sock:
+        (conn,) = tracker.wait_up(1)
+        assert conn.loop is first
+        sock.sendall(b"?")
+        assert readline(sock) == thread_name_of(first).encode() + b"\n"
+        conn.move_to(second)  # from a thread that is neither loop's
+        settle(first, second)
+        assert conn.loop is second
+        sock.sendall(b"?")
+        assert readline(sock) == thread_name_of(second).encode() + b"\n"
+        conn.move_to(first)
+        settle(second, first)
+        sock.sendall(b"?")
+        assert readline(sock) == thread_name_of(first).encode() + b"\n"
+
+
+def test_unsent_output_moves_with_the_connection(make_server: ServerFactory) -> None:
+    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    first, second = server.thread_pool.get_all_loops()
+    blob = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
+
+    def send_blob() -> int:
+        conn.send(blob)
+        return len(conn.output_buffer)
+
+    with connect(server) as sock:
+        (conn,) = tracker.wait_up(1)
+        assert call_in_loop(first, send_blob) > 0  # the peer is not reading yet
+        conn.move_to(second)
+        settle(first, second)
+        call_in_loop(second, lambda: conn.send(b"tail"))
+        assert recv_exact(sock, len(blob) + 4) == blob + b"tail"
+
+
+def test_output_queued_between_the_two_loops_keeps_its_place(
+        make_server: ServerFactory) -> None:
+    # The new owner may send before _adopt registers the socket: what the
+    # kernel does not take then must still go before anything sent later.
+    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    first, second = server.thread_pool.get_all_loops()
+    blob = bytes(range(256)) * 40_000
+    moved, drained = threading.Event(), threading.Event()
+    queued: list[int] = []
+
+    def in_the_gap() -> None:
+        with blocking():  # let the first loop run the move meanwhile
+            assert moved.wait(WAIT)
+        conn.send(blob)
+        queued.append(len(conn.output_buffer))
+        with blocking():
+            assert drained.wait(WAIT)
+        conn.send(b"tail")  # the socket has room again: it must not jump the queue
+
+    with connect(server) as sock:
+        (conn,) = tracker.wait_up(1)
+        second.queue_in_loop(in_the_gap)
+        conn.move_to(second)  # _adopt is queued on second behind in_the_gap
+        settle(first)
+        moved.set()
+        head = recv_exact(sock, 1 << 20)
+        drained.set()
+        rest = recv_exact(sock, len(blob) + 4 - len(head))
+    assert queued[0] > 0
+    assert head + rest == blob + b"tail"
+
+
+def test_sends_from_every_loop_keep_their_order_while_the_target_moves(
+        make_server: ServerFactory) -> None:
+    per_sender = 3_000
+    server, tracker = serve_pair(make_server, 3, reply_with_thread_name)
+    loops = server.thread_pool.get_all_loops()
+    owners_seen: set[int] = set()
+    rng = random.Random(7)  # where each move goes; seeded so a failure repeats
+
+    with connect(server) as sock:
+        (target,) = tracker.wait_up(1)
+
+        def sender(i: int, n: int = 0) -> None:
+            # One message per pending callback, so the loops interleave with
+            # the moves instead of sending everything in one go.
+            target.send(b"%d:%d\n" % (i, n))
+            owners_seen.add(id(target.loop))
+            if n % 7 == 0:
+                target.move_to(rng.choice(loops))
+            if n + 1 < per_sender:
+                loops[i].queue_in_loop(lambda: sender(i, n + 1))
+
+        for i, loop in enumerate(loops):
+            loop.queue_in_loop(lambda i=i: sender(i))  # type: ignore[misc]
+        sock.settimeout(WAIT)
+        reader = sock.makefile("rb")
+        received: list[list[int]] = [[] for _ in loops]
+        for _ in range(per_sender * len(loops)):
+            i, n = reader.readline().split(b":")
+            received[int(i)].append(int(n))
+    assert len(owners_seen) == len(loops)  # it did move around
+    assert received == [list(range(per_sender))] * len(loops)
+
+
+def test_a_connection_closed_while_moving_closes_once_in_its_new_loop(
+        make_server: ServerFactory) -> None:
+    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    first, second = server.thread_pool.get_all_loops()
+    closed_in: list[str] = []
+    with connect(server) as sock:
+        (conn,) = tracker.wait_up(1)
+        conn.set_connection_callback(
+            lambda c: closed_in.append(threading.current_thread().name))
+        conn.move_to(second)
+        conn.force_close()  # queued behind the move
+        sock.settimeout(WAIT)
+        assert sock.recv(1) == b""
+        settle(first, second)
+    assert closed_in == [thread_name_of(second)]
+    assert conn.disconnected and conn.loop is second
+
+
+def relay_to_peer(conns: dict[int, TcpConnection]) -> Callable[
+        [TcpConnection, Buffer, float], None]:
+    """Forward each byte to the other connection of a pair and say so."""
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        data = buf.retrieve_all()
+        peer = conns[3 - conn.serial]
+        peer.send(data)
+        conn.talks_to(peer)
+    return on_message
+
+
+def ping_pong(a: socket.socket, b: socket.socket, rounds: int) -> None:
+    for _ in range(rounds):
+        a.sendall(b"p")
+        assert recv_exact(b, 1) == b"p"
+        b.sendall(b"q")
+        assert recv_exact(a, 1) == b"q"
+
+
+def test_talks_to_brings_the_higher_serial_end_to_its_peer(
+        make_server: ServerFactory) -> None:
+    conns: dict[int, TcpConnection] = {}
+    server, tracker = serve_pair(make_server, 2, relay_to_peer(conns))
+    first, second = server.thread_pool.get_all_loops()
+    with connect(server) as a, connect(server) as b:
+        up = tracker.wait_up(2)
+        conns.update((c.serial, c) for c in up)
+        assert (conns[1].loop, conns[2].loop) == (first, second)
+        ping_pong(a, b, FOLLOW_AFTER - 1)
+        settle(first, second, first)
+        assert (conns[1].loop, conns[2].loop) == (first, second)  # not yet
+        ping_pong(a, b, 1)
+        settle(second, first)
+        assert (conns[1].loop, conns[2].loop) == (first, first)
+        ping_pong(a, b, 2 * FOLLOW_AFTER)  # and they keep talking there
+        assert (conns[1].loop, conns[2].loop) == (first, first)
+
+
+def test_talks_to_brings_the_peer_when_its_loop_is_full(make_server: ServerFactory) -> None:
+    conns: dict[int, TcpConnection] = {}
+    server, tracker = serve_pair(make_server, 2, relay_to_peer(conns))
+    first, second = server.thread_pool.get_all_loops()
+    with connect(server) as a, connect(server) as b:
+        up = tracker.wait_up(2)
+        conns.update((c.serial, c) for c in up)
+        idle = [connect(server) for _ in range(8)]
+        for extra in tracker.wait_up(10)[2:]:
+            extra.move_to(first)  # crowd the loop of the lower serial end
+        settle(first, second, first)
+        assert first.registered_count() > 2 * second.registered_count()
+        ping_pong(a, b, FOLLOW_AFTER)
+        settle(second, first, second)
+        assert (conns[1].loop, conns[2].loop) == (second, second)
+        for sock in idle:
+            sock.close()
