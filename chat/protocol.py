@@ -118,6 +118,7 @@ class FrameError:
 
 
 _WHITESPACE = b" \t\r\n"
+_MODERN = Dialect.MODERN  # fetching an enum member costs ~150 ns on Python 3.11
 
 
 class FrameDecoder:
@@ -144,9 +145,18 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Message | FrameError]:
         if self._closed:
             return []
-        if (self.dialect is Dialect.MODERN and not self._buf and data.endswith(b"\n")
-                and b"\0" not in data):
-            return self._feed_whole_lines(data)
+        if self.dialect is _MODERN and not self._buf:
+            if data.find(b"\n") == len(data) - 1 and len(data) <= self.max_frame:
+                # One line, the usual read. JSON allows the trailing newline,
+                # and a NUL anywhere makes it invalid: nothing to look for first.
+                try:
+                    msg = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    msg = None
+                if type(msg) is dict:
+                    return [msg]
+            if data.endswith(b"\n") and b"\0" not in data:
+                return self._feed_whole_lines(data)
         buf = self._buf
         buf += data
         out: list[Message | FrameError] = []

@@ -324,8 +324,10 @@ class TcpConnection:
 
     def _adopt(self) -> None:
         if self._state in (_CONNECTED, _DISCONNECTING):
-            self.loop.register(self._sock, _READ_WRITE if self._writing else _READ,
-                               self._handle_events)
+            if self._writing:
+                self.loop.register(self._sock, _READ_WRITE, self._handle_events)
+            else:
+                self.loop.register(self._sock, _READ, self.handle_read)
             self._registered = True
         self._drain_mail()
 
@@ -351,13 +353,14 @@ class TcpConnection:
 
     # ---------------------------------------------------------- event handlers
     def _handle_events(self, mask: int) -> None:
-        # The selector key's data: one bound-method call per ready socket.
+        # The selector key's data while output is queued; when only reading
+        # it is handle_read itself, one call less per message.
         if mask & _READ:
             self.handle_read()
         if mask & _WRITE and self._writing:
             self.handle_write()
 
-    def handle_read(self) -> None:
+    def handle_read(self, _mask: int = _READ) -> None:
         """Read once into ``input_buffer`` and call the message callback. Loop thread only."""
         try:
             data = self._sock.recv(_RECV_SIZE)
@@ -385,7 +388,7 @@ class TcpConnection:
         if out:
             return
         self._writing = False
-        self.loop.modify(self._sock, _READ, self._handle_events)
+        self.loop.modify(self._sock, _READ, self.handle_read)
         if self._write_complete_cb is not None:
             self.post(partial(self._write_complete_cb, self))
         if self._state == _DISCONNECTING:
@@ -419,7 +422,7 @@ class TcpConnection:
         if self._state != _CONNECTING:
             raise RuntimeError(f"{self.name}: connect_established in state {self._state}")
         self._state = _CONNECTED
-        self.loop.register(self._sock, _READ, self._handle_events)
+        self.loop.register(self._sock, _READ, self.handle_read)
         self._registered = True
         self._connection_cb(self)
 
