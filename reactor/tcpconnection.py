@@ -30,9 +30,14 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   by one task in the owner's loop (the "drain token": at most one is queued
   or running). A move runs inside that task and passes the token to
   ``_adopt``, so the queue follows the connection and keeps its order
-  across moves. In the owner's thread a ``send`` writes at once only while
-  the queue is empty; otherwise it queues behind, so a sender whose thread
-  becomes the owner is never overtaken by its own earlier messages.
+  across moves. In the owner's thread a ``send`` writes at once, as in
+  muduo: what a handler sends goes out before what other threads queued
+  meanwhile (a login's offline messages before live ones). Only between a
+  move and ``_adopt`` (the socket registered nowhere) does the new owner's
+  thread queue behind the mailbox, so that what was queued before the move
+  still goes first. After ``_adopt`` nothing a thread queued before it
+  owned the connection is left: its earlier messages ran in the drain that
+  the old owner queued ahead of ``_adopt``, or in ``_adopt`` itself.
 
 Thread contract: ``send``, ``post``, ``move_to``, ``shutdown``,
 ``force_close`` and the read-only properties are safe from any thread;
@@ -198,7 +203,7 @@ class TcpConnection:
         """
         if self._state != _CONNECTED:
             return
-        if self.loop.is_in_loop_thread() and not self._mail:
+        if self._registered and self.loop.is_in_loop_thread():
             self.send_in_loop(data)
         else:
             if type(data) is not bytes:
@@ -248,7 +253,7 @@ class TcpConnection:
         """Half-close (SHUT_WR) once the queued output has drained. Safe from any thread."""
         if self._state == _CONNECTED:
             self._state = _DISCONNECTING
-            if self.loop.is_in_loop_thread() and not self._mail:
+            if self._registered and self.loop.is_in_loop_thread():
                 self._shutdown_in_loop()
             else:
                 self.post(self._shutdown_in_loop)

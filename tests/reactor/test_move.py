@@ -57,9 +57,12 @@ def test_a_moved_connection_is_read_and_written_by_its_new_loop(
         assert conn.loop is first
         sock.sendall(b"?")
         assert readline(sock) == thread_name_of(first).encode() + b"\n"
+        ran_in: list[str] = []
         conn.move_to(second)  # from a thread that is neither loop's
+        conn.post(lambda: ran_in.append(threading.current_thread().name))
         settle(first, second)
         assert conn.loop is second
+        assert ran_in == [thread_name_of(second)]  # what was queued behind the move
         sock.sendall(b"?")
         assert readline(sock) == thread_name_of(second).encode() + b"\n"
         conn.move_to(first)
@@ -86,36 +89,54 @@ def test_unsent_output_moves_with_the_connection(make_server: ServerFactory) -> 
         assert recv_exact(sock, len(blob) + 4) == blob + b"tail"
 
 
-def test_output_queued_between_the_two_loops_keeps_its_place(
+def test_the_new_owner_sends_behind_what_was_queued_before_the_move(
         make_server: ServerFactory) -> None:
-    # The new owner may send before _adopt registers the socket: what the
-    # kernel does not take then must still go before anything sent later.
+    # Between the move and _adopt the new owner's thread must not write at
+    # once: what another thread queued after the move request goes first.
     server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
     first, second = server.thread_pool.get_all_loops()
-    blob = bytes(range(256)) * 40_000
-    moved, drained = threading.Event(), threading.Event()
-    queued: list[int] = []
+    go, moved = threading.Event(), threading.Event()
+
+    def hold(until: threading.Event) -> Callable[[], None]:
+        def wait() -> None:
+            with blocking():  # let the other loop run meanwhile
+                assert until.wait(WAIT)
+        return wait
 
     def in_the_gap() -> None:
-        with blocking():  # let the first loop run the move meanwhile
-            assert moved.wait(WAIT)
-        conn.send(blob)
-        queued.append(len(conn.output_buffer))
-        with blocking():
-            assert drained.wait(WAIT)
-        conn.send(b"tail")  # the socket has room again: it must not jump the queue
+        hold(moved)()
+        conn.send(b"3")
 
     with connect(server) as sock:
         (conn,) = tracker.wait_up(1)
-        second.queue_in_loop(in_the_gap)
-        conn.move_to(second)  # _adopt is queued on second behind in_the_gap
+        first.queue_in_loop(hold(go))
+        second.queue_in_loop(in_the_gap)  # _adopt will be queued behind it
+        conn.move_to(second)
+        conn.send(b"2")  # in the mailbox behind the move
+        go.set()
         settle(first)
+        assert conn.loop is second
         moved.set()
-        head = recv_exact(sock, 1 << 20)
-        drained.set()
-        rest = recv_exact(sock, len(blob) + 4 - len(head))
-    assert queued[0] > 0
-    assert head + rest == blob + b"tail"
+        assert recv_exact(sock, 2) == b"23"
+
+
+def test_a_handler_sends_before_what_other_threads_queued_meanwhile(
+        make_server: ServerFactory) -> None:
+    # As in muduo: a login sends its offline messages at once, and a live
+    # message that another thread sent meanwhile follows them.
+    queued = threading.Event()
+
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        buf.retrieve_all()
+        threading.Thread(target=lambda: (conn.send(b"live"), queued.set())).start()
+        with blocking():
+            assert queued.wait(WAIT)
+        conn.send(b"first")
+
+    server, tracker = serve_pair(make_server, 2, on_message)
+    with connect(server) as sock:
+        sock.sendall(b"login")
+        assert recv_exact(sock, 9) == b"firstlive"
 
 
 def test_sends_from_every_loop_keep_their_order_while_the_target_moves(
