@@ -693,18 +693,24 @@ class Soak:
         ("client").
         """
         t_ack = s.t_reply if s.t_reply is not None else s.t_send
+        # Sent while Redis was down, it may have been stored and written only
+        # when the recipient's server flushed, as late as the outage's end.
+        outage_end = next((b for a, b in self._redis_outages() if a <= s.t_send <= b), None)
         for span in self.ledger.sessions[recipient]:
+            if span.end is None:
+                continue
+            written = t_ack if outage_end is None else max(t_ack, min(span.end, outage_end))
             # The server sees a client's close a moment after the client made
             # it; what it sends to the connection meanwhile is lost all the same.
             late = CLOSE_NOTICED if span.reason == "client-close" else 0.0
-            if span.end is None or not (span.start <= t_ack and s.t_send <= span.end + late):
+            if not (span.start <= written and s.t_send <= span.end + late):
                 continue
-            if span.end - t_ack > IN_FLIGHT_KILL_WINDOW:
+            if span.end - written > IN_FLIGHT_KILL_WINDOW:
                 continue
             if span.reason == "server-closed" and any(
                     0 <= span.end - k <= IN_FLIGHT_KILL_WINDOW for k in kills):
                 return "kill", span
-            if span.reason in ("client-close", "reply-timeout") and span.end - t_ack <= 1.0:
+            if span.reason in ("client-close", "reply-timeout") and span.end - written <= 1.0:
                 return "client", span
         return None
 
