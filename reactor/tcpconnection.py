@@ -237,10 +237,9 @@ class TcpConnection:
         mark = self._high_water_mark
         if self._high_water_mark_cb is not None and old_len < mark <= new_len:
             self.post(partial(self._high_water_mark_cb, self, new_len))
-        if not self._writing:
-            self._writing = True  # also between loops: _adopt watches writability
-            if self._registered:
-                self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
+        if not self._writing and self._registered:
+            self._writing = True
+            self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
 
     def _on_send_error(self, exc: OSError) -> None:
         # EPIPE/ECONNRESET: the read side will see it too, but close now so
