@@ -57,9 +57,6 @@ class FakeConn:
     def set_write_complete_callback(self, cb: Callable[[Any], None] | None) -> None:
         self.written = cb
 
-    def post(self, cb: Callable[[], None]) -> None:
-        cb()
-
     def talks_to(self, peer: Any) -> None:
         pass
 
