@@ -324,6 +324,7 @@ class TcpConnection:
         self._streak_loop, self._streak = None, 0
         with self._mail_lock:
             self.loop = loop
+        logger.debug("%s moves to loop %#x", self.name, id(loop))
         loop.queue_in_loop(self._adopt)
 
     def _adopt(self) -> None:
