@@ -41,7 +41,7 @@ def reply_with_thread_name(conn: TcpConnection, buf: Buffer, _t: float) -> None:
     conn.send(threading.current_thread().name.encode() + b"\n")
 
 
-def serve_pair(make_server: ServerFactory, threads: int,
+def serve_tracked(make_server: ServerFactory, threads: int,
                on_message: Callable[[TcpConnection, Buffer, float], None],
                ) -> tuple[TcpServer, ConnTracker]:
     tracker = ConnTracker()
@@ -50,7 +50,7 @@ def serve_pair(make_server: ServerFactory, threads: int,
 
 def test_a_moved_connection_is_read_and_written_by_its_new_loop(
         make_server: ServerFactory) -> None:
-    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    server, tracker = serve_tracked(make_server, 2, reply_with_thread_name)
     first, second = server.thread_pool.get_all_loops()
     with connect(server) as sock:
         (conn,) = tracker.wait_up(1)
@@ -72,7 +72,7 @@ def test_a_moved_connection_is_read_and_written_by_its_new_loop(
 
 
 def test_unsent_output_moves_with_the_connection(make_server: ServerFactory) -> None:
-    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    server, tracker = serve_tracked(make_server, 2, reply_with_thread_name)
     first, second = server.thread_pool.get_all_loops()
     blob = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
 
@@ -93,7 +93,7 @@ def test_the_new_owner_sends_behind_what_was_queued_before_the_move(
         make_server: ServerFactory) -> None:
     # Between the move and _adopt the new owner's thread must not write at
     # once: what another thread queued after the move request goes first.
-    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    server, tracker = serve_tracked(make_server, 2, reply_with_thread_name)
     first, second = server.thread_pool.get_all_loops()
     go, moved = threading.Event(), threading.Event()
 
@@ -133,7 +133,7 @@ def test_a_handler_sends_before_what_other_threads_queued_meanwhile(
             assert queued.wait(WAIT)
         conn.send(b"first")
 
-    server, tracker = serve_pair(make_server, 2, on_message)
+    server, tracker = serve_tracked(make_server, 2, on_message)
     with connect(server) as sock:
         sock.sendall(b"login")
         assert recv_exact(sock, 9) == b"firstlive"
@@ -142,7 +142,7 @@ def test_a_handler_sends_before_what_other_threads_queued_meanwhile(
 def test_sends_from_every_loop_keep_their_order_while_the_target_moves(
         make_server: ServerFactory) -> None:
     per_sender = 3_000
-    server, tracker = serve_pair(make_server, 3, reply_with_thread_name)
+    server, tracker = serve_tracked(make_server, 3, reply_with_thread_name)
     loops = server.thread_pool.get_all_loops()
     owners_seen: set[int] = set()
     rng = random.Random(7)  # where each move goes; seeded so a failure repeats
@@ -174,7 +174,7 @@ def test_sends_from_every_loop_keep_their_order_while_the_target_moves(
 
 def test_a_connection_closed_while_moving_closes_once_in_its_new_loop(
         make_server: ServerFactory) -> None:
-    server, tracker = serve_pair(make_server, 2, reply_with_thread_name)
+    server, tracker = serve_tracked(make_server, 2, reply_with_thread_name)
     first, second = server.thread_pool.get_all_loops()
     closed_in: list[str] = []
     with connect(server) as sock:
@@ -212,7 +212,7 @@ def ping_pong(a: socket.socket, b: socket.socket, rounds: int) -> None:
 def test_talks_to_brings_the_higher_serial_end_to_its_peer(
         make_server: ServerFactory) -> None:
     conns: dict[int, TcpConnection] = {}
-    server, tracker = serve_pair(make_server, 2, relay_to_peer(conns))
+    server, tracker = serve_tracked(make_server, 2, relay_to_peer(conns))
     first, second = server.thread_pool.get_all_loops()
     with connect(server) as a, connect(server) as b:
         up = tracker.wait_up(2)
@@ -230,7 +230,7 @@ def test_talks_to_brings_the_higher_serial_end_to_its_peer(
 
 def test_talks_to_brings_the_peer_when_its_loop_is_full(make_server: ServerFactory) -> None:
     conns: dict[int, TcpConnection] = {}
-    server, tracker = serve_pair(make_server, 2, relay_to_peer(conns))
+    server, tracker = serve_tracked(make_server, 2, relay_to_peer(conns))
     first, second = server.thread_pool.get_all_loops()
     with connect(server) as a, connect(server) as b:
         up = tracker.wait_up(2)
