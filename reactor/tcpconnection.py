@@ -294,11 +294,10 @@ class TcpConnection:
         loop = self.loop
         mail = self._mail
         lock = self._mail_lock
-        while True:
+        with lock:
+            due = len(mail)
+        for _ in range(due):
             with lock:
-                if not mail:
-                    self._drain_queued = False
-                    return
                 cb = mail.popleft()
             try:
                 cb()
@@ -306,6 +305,13 @@ class TcpConnection:
                 logger.exception("%s: queued callback %r failed", self.name, cb)
             if self.loop is not loop:
                 return  # moved: _adopt drains the rest in the new owner's thread
+        with lock:
+            if not mail:
+                self._drain_queued = False
+                return
+        # Queued meanwhile: on the loop's next round, as with queue_in_loop,
+        # so a callback that keeps posting cannot starve the other sockets.
+        loop.queue_in_loop(self._drain_mail)
 
     def move_to(self, loop: EventLoop) -> None:
         """Hand the connection to ``loop``'s thread. Safe from any thread.

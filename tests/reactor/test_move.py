@@ -172,6 +172,26 @@ def test_sends_from_every_loop_keep_their_order_while_the_target_moves(
     assert received == [list(range(per_sender))] * len(loops)
 
 
+def test_a_callback_that_keeps_posting_does_not_starve_its_loop(
+        make_server: ServerFactory) -> None:
+    server, tracker = serve_tracked(make_server, 1, reply_with_thread_name)
+    stop = threading.Event()
+    rounds: list[int] = []
+
+    def again() -> None:
+        rounds.append(1)
+        if not stop.is_set():
+            busy.post(again)
+
+    with connect(server) as _chained, connect(server) as other:
+        busy, _ = tracker.wait_up(2)
+        busy.post(again)
+        other.sendall(b"?")  # served between two rounds of the chain
+        assert readline(other).endswith(b"\n")
+        stop.set()
+    assert rounds
+
+
 def test_a_connection_closed_while_moving_closes_once_in_its_new_loop(
         make_server: ServerFactory) -> None:
     server, tracker = serve_tracked(make_server, 2, reply_with_thread_name)
