@@ -101,11 +101,6 @@ def _noop_close(conn: TcpConnection) -> None:
     pass
 
 
-def move_together(conn: TcpConnection, peer: TcpConnection) -> None:
-    """The default placement for ``talks_to``: ``conn`` joins ``peer``'s loop."""
-    conn.move_to(peer.loop)
-
-
 Placer = Callable[["TcpConnection", "TcpConnection"], None]
 
 
@@ -113,7 +108,8 @@ class TcpConnection:
     """One accepted (or connected) socket, owned by ``loop``."""
 
     def __init__(
-        self, loop: EventLoop, name: str, sock: socket.socket, peer_address: Any
+        self, loop: EventLoop, name: str, sock: socket.socket, peer_address: Any,
+        serial: int = 0,
     ) -> None:
         sock.setblocking(False)
         self.loop = loop
@@ -133,13 +129,13 @@ class TcpConnection:
         self._write_complete_cb: WriteCompleteCallback | None = None
         self._high_water_mark_cb: HighWaterMarkCallback | None = None
         self._close_cb: CloseCallback = _noop_close
-        self._placer: Placer = move_together
+        self._placer: Placer | None = None  # talks_to is a no-op without one
         self._mail: deque[Callable[[], None]] = deque()
         self._mail_lock = threading.Lock()
         self._drain_queued = False  # the drain token is out; guarded by _mail_lock
         self._streak_loop: EventLoop | None = None  # for talks_to
         self._streak = 0
-        self.serial = 0  # set by the owner; talks_to lets the higher serial decide
+        self.serial = serial  # of two that talk, the higher one moves (talks_to)
         self.set_tcp_no_delay(True)
 
     def __repr__(self) -> str:
@@ -183,7 +179,7 @@ class TcpConnection:
         """Internal: ``cb(conn)`` after teardown, used by the owner (TcpServer)."""
         self._close_cb = cb
 
-    def set_placer(self, placer: Placer) -> None:
+    def set_placer(self, placer: Placer | None) -> None:
         """Internal: ``placer(conn, peer)`` decides what ``talks_to`` moves (TcpServer)."""
         self._placer = placer
 
@@ -327,7 +323,6 @@ class TcpConnection:
         if self._registered:
             self._registered = False
             self.loop.unregister(self._sock)
-        self._streak_loop, self._streak = None, 0
         with self._mail_lock:
             self.loop = loop
         logger.debug("%s moves to loop %#x", self.name, id(loop))
@@ -346,12 +341,12 @@ class TcpConnection:
         """Hint, in this connection's loop: it just sent ``peer`` a message.
 
         After ``FOLLOW_AFTER`` such sends in a row to connections of one
-        other loop, the placer (by default: this connection joins ``peer``)
-        serves the two in one thread. Only the end with the higher
-        ``serial`` acts, so two ends never swap loops with each other.
+        other loop, the placer (set by the TcpServer that owns the
+        connection) moves one of the two so one thread serves both. Only the
+        end with the higher ``serial`` acts, so two ends never swap loops.
         """
         there = peer.loop
-        if there is self.loop or peer.serial > self.serial:
+        if there is self.loop or peer.serial > self.serial or self._placer is None:
             self._streak = 0
             return
         if there is not self._streak_loop:

@@ -264,10 +264,11 @@ class TcpServer:
 
     def _new_connection(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         io_loop = self._pool.next_loop()
-        name = f"{self.name}-{peer[0]}:{peer[1]}#{self._next_conn_id}"
+        serial = self._next_conn_id
         self._next_conn_id += 1
+        name = f"{self.name}-{peer[0]}:{peer[1]}#{serial}"
         try:
-            conn = TcpConnection(io_loop, name, sock, peer)
+            conn = TcpConnection(io_loop, name, sock, peer, serial)
         except OSError as exc:  # the peer is already gone (getsockname failed)
             logger.info("%s: dropped at accept: %s", name, exc)
             sock.close()
@@ -277,7 +278,6 @@ class TcpServer:
         conn.set_write_complete_callback(self._write_complete_cb)
         conn.set_close_callback(self._remove_connection)
         conn.set_placer(self._place)
-        conn.serial = self._next_conn_id - 1
         with self._lock:
             self._connections[name] = conn
         io_loop.run_in_loop(conn.connect_established)
@@ -286,11 +286,11 @@ class TcpServer:
         # talks_to's placer, in conn's loop: the loads are racy snapshots,
         # good enough to keep a loop from taking every conversation.
         here, there = conn.loop, peer.loop
-        loads = [loop.registered_count() for loop in self._pool.get_all_loops()]
-        roof = sum(loads) / len(loads) * _ROOF + 1
-        if there.registered_count() < roof:
+        loads = {loop: loop.registered_count() for loop in self._pool.get_all_loops()}
+        roof = sum(loads.values()) / len(loads) * _ROOF + 1
+        if loads[there] < roof:
             conn.move_to(there)
-        elif here.registered_count() < roof:
+        elif loads[here] < roof:
             peer.move_to(here)
 
     def _remove_connection(self, conn: TcpConnection) -> None:
