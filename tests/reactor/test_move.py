@@ -7,7 +7,9 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 from reactor.tcpconnection import FOLLOW_AFTER
@@ -210,58 +212,88 @@ def test_a_connection_closed_while_moving_closes_once_in_its_new_loop(
     assert conn.disconnected and conn.loop is second
 
 
-def relay_to_peer(conns: dict[int, TcpConnection]) -> Callable[
-        [TcpConnection, Buffer, float], None]:
-    """Forward each byte to the other connection of a pair and say so."""
-    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
-        data = buf.retrieve_all()
+@dataclass
+class Talkers:
+    """Two clients whose server-side connections relay to each other."""
+
+    server: TcpServer
+    tracker: ConnTracker
+    a: socket.socket
+    b: socket.socket
+    low: TcpConnection  # a's end, the lower serial
+    high: TcpConnection
+    first: EventLoop
+    second: EventLoop
+
+    def loops(self) -> tuple[EventLoop, EventLoop]:
+        return self.low.loop, self.high.loop
+
+    def ping_pong(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.a.sendall(b"p")
+            assert recv_exact(self.b, 1) == b"p"
+            self.b.sendall(b"q")
+            assert recv_exact(self.a, 1) == b"q"
+
+
+@contextmanager
+def talkers(make_server: ServerFactory) -> Iterator[Talkers]:
+    conns: dict[int, TcpConnection] = {}
+
+    def relay_to_peer(conn: TcpConnection, buf: Buffer, _t: float) -> None:
         peer = conns[3 - conn.serial]
-        peer.send(data)
+        peer.send(buf.retrieve_all())
         conn.talks_to(peer)
-    return on_message
 
-
-def ping_pong(a: socket.socket, b: socket.socket, rounds: int) -> None:
-    for _ in range(rounds):
-        a.sendall(b"p")
-        assert recv_exact(b, 1) == b"p"
-        b.sendall(b"q")
-        assert recv_exact(a, 1) == b"q"
+    server, tracker = serve_tracked(make_server, 2, relay_to_peer)
+    first, second = server.thread_pool.get_all_loops()
+    with connect(server) as a, connect(server) as b:
+        conns.update((c.serial, c) for c in tracker.wait_up(2))
+        yield Talkers(server, tracker, a, b, conns[1], conns[2], first, second)
 
 
 def test_talks_to_brings_the_higher_serial_end_to_its_peer(
         make_server: ServerFactory) -> None:
-    conns: dict[int, TcpConnection] = {}
-    server, tracker = serve_tracked(make_server, 2, relay_to_peer(conns))
-    first, second = server.thread_pool.get_all_loops()
-    with connect(server) as a, connect(server) as b:
-        up = tracker.wait_up(2)
-        conns.update((c.serial, c) for c in up)
-        assert (conns[1].loop, conns[2].loop) == (first, second)
-        ping_pong(a, b, FOLLOW_AFTER - 1)
-        settle(first, second, first)
-        assert (conns[1].loop, conns[2].loop) == (first, second)  # not yet
-        ping_pong(a, b, 1)
-        settle(second, first)
-        assert (conns[1].loop, conns[2].loop) == (first, first)
-        ping_pong(a, b, 2 * FOLLOW_AFTER)  # and they keep talking there
-        assert (conns[1].loop, conns[2].loop) == (first, first)
+    with talkers(make_server) as t:
+        assert t.loops() == (t.first, t.second)
+        t.ping_pong(FOLLOW_AFTER - 1)
+        settle(t.first, t.second, t.first)
+        assert t.loops() == (t.first, t.second)  # not yet
+        t.ping_pong(1)
+        settle(t.second, t.first)
+        assert t.loops() == (t.first, t.first)
+        t.ping_pong(2 * FOLLOW_AFTER)  # and they keep talking there
+        assert t.loops() == (t.first, t.first)
 
 
 def test_talks_to_brings_the_peer_when_its_loop_is_full(make_server: ServerFactory) -> None:
-    conns: dict[int, TcpConnection] = {}
-    server, tracker = serve_tracked(make_server, 2, relay_to_peer(conns))
-    first, second = server.thread_pool.get_all_loops()
-    with connect(server) as a, connect(server) as b:
-        up = tracker.wait_up(2)
-        conns.update((c.serial, c) for c in up)
-        idle = [connect(server) for _ in range(8)]
-        for extra in tracker.wait_up(10)[2:]:
-            extra.move_to(first)  # crowd the loop of the lower serial end
-        settle(first, second, first)
-        assert first.registered_count() > 2 * second.registered_count()
-        ping_pong(a, b, FOLLOW_AFTER)
-        settle(second, first, second)
-        assert (conns[1].loop, conns[2].loop) == (second, second)
+    with talkers(make_server) as t:
+        idle = [connect(t.server) for _ in range(8)]
+        for extra in t.tracker.wait_up(10)[2:]:
+            extra.move_to(t.first)  # crowd the loop of the lower serial end
+        settle(t.first, t.second, t.first)
+        assert t.first.registered_count() > 2 * t.second.registered_count()
+        t.ping_pong(FOLLOW_AFTER)
+        settle(t.second, t.first, t.second)
+        assert t.loops() == (t.second, t.second)
         for sock in idle:
             sock.close()
+
+
+def test_talks_to_moves_nothing_without_a_placer() -> None:
+    # A connection made outside a TcpServer has no pool to balance against.
+    loops = [EventLoop(), EventLoop()]
+    pairs = [socket.socketpair() for _ in loops]
+    try:
+        low, high = (TcpConnection(loop, f"c{i}", pair[0], None, serial=i + 1)
+                     for i, (loop, pair) in enumerate(zip(loops, pairs, strict=True)))
+        for _ in range(2 * FOLLOW_AFTER):
+            high.talks_to(low)
+        assert (low.loop, high.loop) == (loops[0], loops[1])
+        assert not high._mail  # no move was even asked for
+    finally:
+        for loop in loops:
+            loop.close()
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
