@@ -161,6 +161,7 @@ class ChatSession:
         msg["seq"] = seq
         return self.request(msg, MsgId.CHAT_MSG_ACK)
 
+
 def _matches(msg: Message, msgid: int | tuple[int, ...] | None, match: dict[str, Any]) -> bool:
     if isinstance(msgid, int):
         msgid = (msgid,)
