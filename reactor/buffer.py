@@ -1,11 +1,18 @@
 """A byte buffer with a read index, like muduo's ``Buffer``.
 
-Readable bytes live in ``_buf[_read:]``; the write index is the end of the
-bytearray, which grows by ``append``. Retrieving only moves the read index.
+Readable bytes live in ``_buf[_read:]``; the write index is the end of
+``_buf``, which grows by ``append``. Retrieving only moves the read index.
 The dead prefix ``_buf[:_read]`` is dropped when the buffer empties (free)
 or when it is both larger than ``_COMPACT_MIN`` and at least as large as the
 live content, so each byte is moved O(1) times amortised and a stream of
 small retrieves from a big buffer is never quadratic.
+
+The usual life of a connection's input buffer is one read appended and all
+of it retrieved at once, so a ``bytes`` appended to an empty buffer is kept
+as it is, not copied (``_buf`` is then that immutable ``bytes``), and
+``retrieve_all`` hands the same object back. The next append that finds
+bytes there copies them into a ``bytearray`` first, as the buffer would
+have done anyway.
 
 A Buffer is not thread safe: it belongs to the connection's loop thread.
 """
@@ -25,7 +32,7 @@ class Buffer:
     __slots__ = ("_buf", "_read")
 
     def __init__(self, initial: bytes = b"") -> None:
-        self._buf = bytearray(initial)
+        self._buf: bytes | bytearray = bytes(initial)
         self._read = 0
 
     def __len__(self) -> int:
@@ -43,7 +50,17 @@ class Buffer:
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes at the write end."""
-        self._buf += data
+        buf = self._buf
+        if not buf and type(data) is bytes:
+            self._buf = data
+            self._read = 0
+        elif type(buf) is bytes:
+            grown = bytearray(buf[self._read :] if self._read else buf)
+            grown += data
+            self._buf = grown
+            self._read = 0
+        else:
+            buf += data
 
     def peek(self) -> bytes:
         """A copy of the readable bytes, without consuming them.
@@ -64,18 +81,18 @@ class Buffer:
             raise ValueError("negative retrieve")
         self._read += n
         if self._read >= len(self._buf):
-            self._buf.clear()
+            self._buf = b""
             self._read = 0
         elif self._read >= _COMPACT_MIN and self._read >= len(self._buf) - self._read:
-            del self._buf[: self._read]
+            self._buf = self._buf[self._read :]
             self._read = 0
 
     def retrieve_all(self) -> bytes:
         """Return every readable byte and empty the buffer."""
-        data = bytes(self._buf[self._read :]) if self._read else bytes(self._buf)
-        self._buf.clear()
+        data = self._buf[self._read :] if self._read else self._buf
+        self._buf = b""
         self._read = 0
-        return data
+        return data if type(data) is bytes else bytes(data)
 
     def retrieve_as_bytes(self, n: int) -> bytes:
         """Return and consume the next ``n`` bytes (fewer if fewer are readable)."""
@@ -90,7 +107,7 @@ class Buffer:
         ``BlockingIOError`` and other ``OSError`` propagate to the caller.
         """
         data = sock.recv(max_bytes)
-        self._buf += data
+        self.append(data)
         return len(data)
 
     def send_to(self, sock: socket.socket) -> int:

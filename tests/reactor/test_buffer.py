@@ -104,3 +104,42 @@ def test_send_to_and_recv_from_socketpair() -> None:
         assert inbox.retrieve_all() == b"payload"
         a.close()
         assert inbox.recv_from(b) == 0  # EOF
+
+
+def test_a_read_retrieved_whole_is_not_copied() -> None:
+    buf = Buffer()
+    data = b"one read, retrieved whole\n"
+    buf.append(data)
+    assert buf.retrieve_all() is data
+    buf.append(data)
+    buf.append(b"more")  # the kept bytes become a bytearray first
+    assert buf.retrieve_all() == data + b"more"
+    assert buf.retrieve_all() == b""
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_operations_match_a_plain_bytearray(seed: int) -> None:
+    rng = random.Random(seed)
+    buf, model = Buffer(), bytearray()
+    for _ in range(400):
+        op = rng.randrange(6)
+        if op <= 2:
+            chunk = rng.randbytes(rng.choice([0, 1, 5, 300, 5000]))
+            kind = rng.choice([bytes, bytearray, memoryview])
+            buf.append(kind(chunk))
+            model += chunk
+        elif op == 3:
+            n = rng.randrange(len(model) + 2)
+            assert buf.retrieve_as_bytes(n) == model[:n]
+            del model[:n]
+        elif op == 4:
+            n = rng.randrange(len(model) + 2)
+            buf.retrieve(n)
+            del model[:n]
+        else:
+            assert buf.retrieve_all() == model
+            model.clear()
+        assert len(buf) == len(model) and buf.peek() == model
+        needle = model[len(model) // 2 : len(model) // 2 + 3]
+        if needle:
+            assert buf.find(needle) == model.find(needle)
