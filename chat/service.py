@@ -322,7 +322,8 @@ class ChatService:
         else:
             self.router.store_offline([(to, payload)])
             state = "stored"
-        self._ack_chat(conn, session, msg, state)
+        if "seq" in msg:
+            self._ack_chat(conn, session, msg, state)
 
     def group_chat(self, conn: Connection, session: Session, msg: Message) -> None:
         group_id = req_int(msg, "groupid")
@@ -342,13 +343,14 @@ class ChatService:
         offline = self.router.send_live_many(others, payload)
         if offline:
             self.router.store_offline([(member, payload) for member in offline])
-        self._ack_chat(conn, session, msg, "delivered")
+        if "seq" in msg:
+            self._ack_chat(conn, session, msg, "delivered")
 
     def _ack_chat(self, conn: Connection, session: Session, msg: Message, state: str) -> None:
-        if "seq" in msg:
-            self._reply(conn, session, msg, {
-                "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"], "state": state,
-            })
+        """CHAT_MSG_ACK, for a chat request that carries a ``seq`` (the caller checks)."""
+        self._reply(conn, session, msg, {
+            "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"], "state": state,
+        })
 
     # -- shutdown --------------------------------------------------------------
 
