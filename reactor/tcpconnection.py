@@ -122,7 +122,10 @@ class TcpConnection:
         self._sock = sock
         self._state = _CONNECTING
         self._writing = False
-        self._registered = False
+        # The thread of the loop the socket is registered with, 0 while it is
+        # registered nowhere (before start, in transit between loops, closed):
+        # one comparison tells a send whether it may write at once.
+        self._registered_in = 0
         self._high_water_mark = _DEFAULT_HIGH_WATER_MARK
         self._connection_cb: ConnectionCallback = default_connection_callback
         self._message_cb: MessageCallback = default_message_callback
@@ -199,7 +202,7 @@ class TcpConnection:
         """
         if self._state != _CONNECTED:
             return
-        if self._registered and self.loop.is_in_loop_thread():
+        if self._registered_in == threading.get_ident():
             self.send_in_loop(data)
         else:
             if type(data) is not bytes:
@@ -233,7 +236,7 @@ class TcpConnection:
         mark = self._high_water_mark
         if self._high_water_mark_cb is not None and old_len < mark <= new_len:
             self.post(partial(self._high_water_mark_cb, self, new_len))
-        if not self._writing and self._registered:
+        if not self._writing and self._registered_in:
             self._writing = True
             self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
 
@@ -248,7 +251,7 @@ class TcpConnection:
         """Half-close (SHUT_WR) once the queued output has drained. Safe from any thread."""
         if self._state == _CONNECTED:
             self._state = _DISCONNECTING
-            if self._registered and self.loop.is_in_loop_thread():
+            if self._registered_in == threading.get_ident():
                 self._shutdown_in_loop()
             else:
                 self.post(self._shutdown_in_loop)
@@ -320,8 +323,8 @@ class TcpConnection:
     def _move_in_loop(self, loop: EventLoop) -> None:
         if loop is self.loop or self._state not in (_CONNECTED, _DISCONNECTING):
             return
-        if self._registered:
-            self._registered = False
+        if self._registered_in:
+            self._registered_in = 0
             self.loop.unregister(self._sock)
         with self._mail_lock:
             self.loop = loop
@@ -334,7 +337,7 @@ class TcpConnection:
                 self.loop.register(self._sock, _READ_WRITE, self._handle_events)
             else:
                 self.loop.register(self._sock, _READ, self.handle_read)
-            self._registered = True
+            self._registered_in = threading.get_ident()
         self._drain_mail()
 
     def talks_to(self, peer: TcpConnection) -> None:
@@ -417,8 +420,8 @@ class TcpConnection:
 
     def _unregister(self) -> None:
         self._writing = False
-        if self._registered:
-            self._registered = False
+        if self._registered_in:
+            self._registered_in = 0
             self.loop.unregister(self._sock)
 
     # -------------------------------------------------------------- lifecycle
@@ -429,7 +432,7 @@ class TcpConnection:
             raise RuntimeError(f"{self.name}: connect_established in state {self._state}")
         self._state = _CONNECTED
         self.loop.register(self._sock, _READ, self.handle_read)
-        self._registered = True
+        self._registered_in = threading.get_ident()
         self._connection_cb(self)
 
     def connect_destroyed(self) -> None:
