@@ -52,8 +52,9 @@ class Limits:
 class TokenBucket:
     """``rate`` tokens a second up to ``burst``; each request takes one.
 
-    ``refill`` is called once per read with the time the loop already took,
-    so requests themselves read no clock (a read often carries many).
+    ``take`` gets the time from its caller, which reads the clock once per
+    read (a read often carries many requests), and refills on the way: one
+    call per request, the usual read carrying one.
     """
 
     __slots__ = ("_last", "burst", "rate", "tokens")
@@ -64,15 +65,15 @@ class TokenBucket:
         self.tokens = float(burst)
         self._last = now
 
-    def refill(self, now: float) -> None:
+    def take(self, now: float) -> bool:
         tokens = self.tokens + (now - self._last) * self.rate
-        self.tokens = tokens if tokens < self.burst else self.burst  # not min(): a call less
+        if tokens > self.burst:  # not min(): a call less
+            tokens = self.burst
         self._last = now
-
-    def take(self) -> bool:
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False
 
 

@@ -129,9 +129,7 @@ class ChatServer:
         if not isinstance(session, Session):  # refused at admission: ignore what it sends
             buf.retrieve_all()
             return
-        session.last_seen = now = time.monotonic()
-        if session.bucket is not None:
-            session.bucket.refill(now)
+        session.last_seen = time.monotonic()
         self.service.on_data(conn, session, buf.retrieve_all())
 
     # -- shutdown --------------------------------------------------------------

@@ -102,7 +102,7 @@ class ChatService:
         handler = self._handlers.get(msgid) if type(msgid) is int else None
         try:
             if session.bucket is not None:
-                if session.bucket.take():
+                if session.bucket.take(session.last_seen):
                     session.refused = 0
                 else:
                     self._over_rate(conn, session)

@@ -10,12 +10,12 @@ class Clock:
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():
-    bucket = TokenBucket(rate=10, burst=5, now=1000.0)
-    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
-    bucket.refill(1000.1)
-    assert bucket.take() and not bucket.take()
-    bucket.refill(1100.0)
-    assert sum(bucket.take() for _ in range(10)) == 5
+    bucket = TokenBucket(rate=4, burst=5, now=1000.0)  # times exact in binary
+    assert [bucket.take(1000.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(1000.25) and not bucket.take(1000.25)
+    assert [bucket.take(1000.375) for _ in range(2)] == [False, False]  # half a token
+    assert bucket.take(1000.5)
+    assert sum(bucket.take(1100.0) for _ in range(10)) == 5  # full again, never more
 
 
 def test_failure_throttle_blocks_after_the_limit_within_the_window():
