@@ -48,19 +48,19 @@ class Buffer:
         """Number of bytes available to read."""
         return len(self._buf) - self._read
 
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes at the write end."""
+    def append(self, data: bytes | bytearray | memoryview) -> int:
+        """Append bytes at the write end; return the readable byte count."""
         buf = self._buf
         if not buf and type(data) is bytes:
             self._buf = data
             self._read = 0
-        elif type(buf) is bytes:
-            grown = bytearray(buf[self._read :] if self._read else buf)
-            grown += data
-            self._buf = grown
+            return len(data)
+        if type(buf) is bytes:
+            buf = bytearray(buf[self._read :] if self._read else buf)
+            self._buf = buf
             self._read = 0
-        else:
-            buf += data
+        buf += data
+        return len(buf) - self._read
 
     def peek(self) -> bytes:
         """A copy of the readable bytes, without consuming them.

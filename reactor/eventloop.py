@@ -12,7 +12,10 @@ that). Each iteration of :meth:`EventLoop.loop`:
    key's ``data``, usually a bound method, so dispatch is one call);
 3. runs the expired timers in deadline order;
 4. swaps the pending-callback list out under the lock and runs it without
-   the lock, so callbacks may queue more callbacks without deadlock.
+   the lock, so callbacks may queue more callbacks without deadlock;
+5. runs what steps 2-4 asked to run before the next poll
+   (:meth:`EventLoop.call_before_poll`, loop thread only, no lock): a
+   connection writes there what its handlers sent during the round.
 
 Other threads reach the loop only through :meth:`queue_in_loop`. It appends
 under the lock and writes one byte to a wakeup socketpair, but only for the
@@ -23,7 +26,7 @@ again, so further callbacks cost no syscall. The invariant is: if
 non-empty, and the loop never blocks while the list is non-empty.
 
 Loops of a pool may share a :class:`~reactor.turn.Turn`: such a loop still
-blocks in ``select()`` without it, but runs steps 2-4 only while it holds the
+blocks in ``select()`` without it, but runs steps 2-5 only while it holds the
 turn, and keeps it for up to one slice while more work is ready at once (see
 ``reactor/turn.py`` for why).
 
@@ -103,6 +106,7 @@ class EventLoop:
         self._quit = False
         self._lock = threading.Lock()
         self._pending: list[Callback] = []
+        self._before_poll: list[Callback] = []  # loop thread only
         self._wakeup_pending = False  # guarded by _lock; see module docstring
         self._timers: list[tuple[float, int, _Timer]] = []
         self._timer_seq = itertools.count(1)
@@ -142,12 +146,13 @@ class EventLoop:
                 self._run_once()
             # A callback queued together with quit() still runs (e.g. teardown).
             self._do_pending()
+            self._do_before_poll()
         finally:
             self._looping = False
             self._quit = False
 
     def _run_once(self) -> None:
-        timeout = 0.0 if self._pending else self._next_timeout()
+        timeout = 0.0 if self._pending or self._before_poll else self._next_timeout()
         events = self._selector.select(timeout)
         self.poll_return_time = time.time()
         if self._turn is None:
@@ -182,6 +187,8 @@ class EventLoop:
             self._run_timers()
         if self._pending:
             self._do_pending()
+        if self._before_poll:
+            self._do_before_poll()
 
     def quit(self) -> None:
         """Ask the loop to stop after the current iteration. Safe from any thread."""
@@ -249,6 +256,23 @@ class EventLoop:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+    def call_before_poll(self, cb: Callback) -> None:
+        """Run ``cb`` once this round's handlers, timers and callbacks are done,
+        before the loop polls again. Loop thread only.
+
+        What a round's handlers leave for later goes here: a connection
+        writes in one go what they sent it (``TcpConnection.send_in_loop``).
+        """
+        self._before_poll.append(cb)
+
+    def _do_before_poll(self) -> None:
+        callbacks, self._before_poll = self._before_poll, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                logger.exception("before-poll callback %r failed", cb)
 
     def _do_pending(self) -> None:
         with self._lock:

@@ -10,11 +10,21 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   ``connected == False`` and then the close callback, through which the
   owner (TcpServer) drops it and schedules ``connect_destroyed``, which
   closes the socket.
-* Writing: ``send_in_loop`` tries ``sock.send`` at once when nothing is
-  queued and appends what the kernel did not take to ``output_buffer``;
-  only then is EVENT_WRITE added, and it is removed again as soon as
-  ``handle_write`` drains the buffer. So an idle connection costs nothing
-  and a busy one is not woken for writability it does not need.
+* Writing: ``send_in_loop`` appends to ``output_buffer`` and asks the loop
+  to ``_flush`` the connection before it polls again
+  (``EventLoop.call_before_poll``), so what one round of handlers sends a
+  connection leaves in one ``send``, after the round, as Redis writes its
+  replies before it sleeps. Where muduo writes at once, a round here
+  serving 80 ready sockets used to wake a waiting peer for each message;
+  after the round a peer woken by its first message finds the others there
+  too, and the chat ping-pong benchmark got cheaper on both sides (see
+  benchmarks/README.md). What the kernel does not take waits for
+  EVENT_WRITE, which is removed again as soon as ``handle_write`` drains
+  the buffer: an idle connection costs nothing and a busy one is not woken
+  for writability it does not need. A close or a move first writes what
+  is due (``force_close`` and ``connect_destroyed`` as far as the kernel
+  takes it at once), so no message a handler sent is dropped for being
+  deferred.
 * ``shutdown`` half-closes (SHUT_WR) once the output has drained, so queued
   data still reaches the peer; reading continues until the peer closes.
 * Any ``OSError`` on the socket closes this connection only.
@@ -30,7 +40,7 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   by one task in the owner's loop (the "drain token": at most one is queued
   or running). A move runs inside that task and passes the token to
   ``_adopt``, so the queue follows the connection and keeps its order
-  across moves. In the owner's thread a ``send`` writes at once, as in
+  across moves. In the owner's thread a ``send`` queues at once, as in
   muduo: what a handler sends goes out before what other threads queued
   meanwhile (a login's offline messages before live ones). Only between a
   move and ``_adopt`` (the socket registered nowhere) does the new owner's
@@ -121,7 +131,8 @@ class TcpConnection:
         self.output_buffer = Buffer()
         self._sock = sock
         self._state = _CONNECTING
-        self._writing = False
+        self._writing = False  # registered for EVENT_WRITE: the kernel did not take it all
+        self._flush_due = False  # a _flush is queued to run before the loop polls
         # The thread of the loop the socket is registered with, 0 while it is
         # registered nowhere (before start, in transit between loops, closed):
         # one comparison tells a send whether it may write at once.
@@ -210,41 +221,44 @@ class TcpConnection:
             self.post(partial(self.send_in_loop, data))
 
     def send_in_loop(self, data: bytes | bytearray | memoryview) -> None:
-        """Write now if possible, buffer the rest. Loop thread only."""
+        """Queue ``data``, written before the loop polls again. Loop thread only."""
         if self._state == _DISCONNECTED:
             return  # closed while the data was queued in the loop
-        written = 0
-        if not self._writing:
-            try:
-                written = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                self._on_send_error(exc)
-                return
-            if written == len(data):
-                if self._write_complete_cb is not None:
-                    self.post(partial(self._write_complete_cb, self))
-                return
-        self._queue_output(memoryview(data)[written:] if written else data)
-
-    def _queue_output(self, rest: bytes | bytearray | memoryview) -> None:
-        out = self.output_buffer
-        old_len = len(out)
-        out.append(rest)
-        new_len = len(out)
+        queued = self.output_buffer.append(data)
         mark = self._high_water_mark
-        if self._high_water_mark_cb is not None and old_len < mark <= new_len:
-            self.post(partial(self._high_water_mark_cb, self, new_len))
-        if not self._writing and self._registered_in:
-            self._writing = True
-            self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
+        if self._high_water_mark_cb is not None and queued - len(data) < mark <= queued:
+            self.post(partial(self._high_water_mark_cb, self, queued))
+        if not self._writing and not self._flush_due:
+            self._flush_due = True
+            self.loop.call_before_poll(self._flush)
 
-    def _on_send_error(self, exc: OSError) -> None:
-        # EPIPE/ECONNRESET: the read side will see it too, but close now so
-        # that we do not buffer data nobody will read.
-        logger.debug("%s: send failed: %s", self.name, exc)
-        self.post(self._force_close_in_loop)
+    def _flush(self) -> None:
+        # Before the owner's next poll: one write of what the round queued.
+        self._flush_due = False
+        if self._registered_in != threading.get_ident() or self._writing:
+            return  # moved (the move wrote what was due), closed, or waiting for writability
+        data = self.output_buffer.retrieve_all()  # not a copy: usually one bytes object
+        if not data:
+            return
+        try:
+            written = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            self.handle_error(exc)
+            return
+        if written == len(data):
+            self._drained()
+            return
+        self.output_buffer.append(memoryview(data)[written:])
+        self._writing = True  # the kernel took only part: wait until it takes more
+        self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
+
+    def _drained(self) -> None:
+        if self._write_complete_cb is not None:
+            self.post(partial(self._write_complete_cb, self))
+        if self._state == _DISCONNECTING:
+            self._shutdown_in_loop()
 
     # ------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
@@ -257,7 +271,7 @@ class TcpConnection:
                 self.post(self._shutdown_in_loop)
 
     def _shutdown_in_loop(self) -> None:
-        if not self._writing and self._state == _DISCONNECTING:
+        if not self.output_buffer and self._state == _DISCONNECTING:
             try:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
@@ -271,6 +285,7 @@ class TcpConnection:
 
     def _force_close_in_loop(self) -> None:
         if self._state in (_CONNECTED, _DISCONNECTING):
+            self._flush()  # what was sent before the close, as far as the kernel takes it
             self.handle_close()
 
     # ------------------------------------------------------ mailbox and moves
@@ -323,6 +338,10 @@ class TcpConnection:
     def _move_in_loop(self, loop: EventLoop) -> None:
         if loop is self.loop or self._state not in (_CONNECTED, _DISCONNECTING):
             return
+        if self._flush_due:
+            self._flush()  # here, where it was sent: the flush queued here will not run
+            if self._state == _DISCONNECTED:
+                return  # the write failed
         if self._registered_in:
             self._registered_in = 0
             self.loop.unregister(self._sock)
@@ -398,10 +417,7 @@ class TcpConnection:
             return
         self._writing = False
         self.loop.modify(self._sock, _READ, self.handle_read)
-        if self._write_complete_cb is not None:
-            self.post(partial(self._write_complete_cb, self))
-        if self._state == _DISCONNECTING:
-            self._shutdown_in_loop()
+        self._drained()
 
     def handle_error(self, exc: OSError) -> None:
         """A socket error closes this connection only. Loop thread only."""
@@ -439,6 +455,8 @@ class TcpConnection:
         """Final step: close the socket (after a callback if still up). Loop thread only."""
         self.loop.assert_in_loop_thread()
         if self._state in (_CONNECTED, _DISCONNECTING):
+            self._flush()  # what was sent before, as far as the kernel takes it
+        if self._state in (_CONNECTED, _DISCONNECTING):  # unless that write failed
             self._state = _DISCONNECTED
             self._unregister()
             self._connection_cb(self)

@@ -126,8 +126,8 @@ def test_random_operations_match_a_plain_bytearray(seed: int) -> None:
         if op <= 2:
             chunk = rng.randbytes(rng.choice([0, 1, 5, 300, 5000]))
             kind = rng.choice([bytes, bytearray, memoryview])
-            buf.append(kind(chunk))
             model += chunk
+            assert buf.append(kind(chunk)) == len(model)
         elif op == 3:
             n = rng.randrange(len(model) + 2)
             assert buf.retrieve_as_bytes(n) == model[:n]

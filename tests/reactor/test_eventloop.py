@@ -176,3 +176,44 @@ def test_event_loop_thread_start_and_stop() -> None:
     loop = thread.start_loop()
     assert call_in_loop(loop, lambda: threading.current_thread().name) == "solo"
     thread.stop(WAIT)
+
+
+def test_before_poll_callbacks_run_after_the_round(
+    loop_thread: EventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    order: list[str] = []
+    done = threading.Event()
+
+    def boom() -> None:
+        raise ValueError("before-poll boom")
+
+    def timer() -> None:  # a round: ready handlers, timers, queued callbacks, then these
+        loop_thread.call_before_poll(lambda: order.append("before poll"))
+        loop_thread.call_before_poll(boom)
+        loop_thread.call_before_poll(done.set)
+        loop_thread.queue_in_loop(lambda: order.append("queued"))
+        order.append("timer")
+
+    loop_thread.run_after(0, timer)
+    assert done.wait(WAIT)
+    assert order == ["timer", "queued", "before poll"]
+    assert any("before-poll boom" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_before_poll_callback_of_the_last_round_runs_after_quit() -> None:
+    loop = EventLoop()
+    ran: list[str] = []
+
+    def teardown() -> None:  # queued together with quit(): runs after the last round
+        loop.call_before_poll(lambda: ran.append("written"))
+
+    def stop() -> None:
+        loop.quit()
+        loop.queue_in_loop(teardown)
+
+    loop.queue_in_loop(stop)
+    runner = threading.Thread(target=loop.loop)
+    runner.start()
+    runner.join(WAIT)
+    assert ran == ["written"]
+    loop.close()

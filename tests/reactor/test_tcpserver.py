@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import select
 import socket
 import struct
 import threading
@@ -146,6 +147,52 @@ def test_shutdown_flushes_output_then_half_closes(make_server: ServerFactory) ->
         sock.sendall(b"go")
         assert recv_until_eof(sock) == payload
         sock.sendall(b"still readable")  # only our read side was closed
+
+
+def test_a_round_of_sends_is_written_after_the_round(make_server: ServerFactory) -> None:
+    readable_during_round: list[bool] = []
+    client: list[socket.socket] = []
+
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        buf.retrieve_all()
+        for piece in (b"one ", b"two ", b"three"):
+            conn.send(piece)
+        # On loopback a written byte is readable at once.
+        readable_during_round.append(bool(select.select(client, [], [], 0)[0]))
+
+    server = make_server(on_message=on_message)
+    with connect(server) as sock:
+        client.append(sock)
+        sock.sendall(b"go")
+        assert recv_exact(sock, 13) == b"one two three"
+    assert readable_during_round == [False]
+
+
+def test_what_was_sent_before_a_force_close_still_arrives(make_server: ServerFactory) -> None:
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        buf.retrieve_all()
+        conn.send(b"bye")
+        conn.force_close()
+
+    server = make_server(on_message=on_message)
+    with connect(server) as sock:
+        sock.sendall(b"go")
+        assert recv_until_eof(sock) == b"bye"
+
+
+def test_stop_in_a_handler_still_sends_its_reply(make_server: ServerFactory) -> None:
+    servers: list[TcpServer] = []
+
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        buf.retrieve_all()
+        conn.send(b"stopping")
+        servers[0].stop()  # one loop: the connection is destroyed in this round
+
+    server = make_server(on_message=on_message)
+    servers.append(server)
+    with connect(server) as sock:
+        sock.sendall(b"quit")
+        assert recv_until_eof(sock) == b"stopping"
 
 
 def test_force_close_from_foreign_thread(make_server: ServerFactory) -> None:
