@@ -133,6 +133,7 @@ class TcpConnection:
         self._state = _CONNECTING
         self._writing = False  # registered for EVENT_WRITE: the kernel did not take it all
         self._flush_due = False  # a _flush is queued to run before the loop polls
+        self._flush_cb = self._flush  # bound once: one per message is measurable
         # The thread of the loop the socket is registered with, 0 while it is
         # registered nowhere (before start, in transit between loops, closed):
         # one comparison tells a send whether it may write at once.
@@ -230,7 +231,7 @@ class TcpConnection:
             self.post(partial(self._high_water_mark_cb, self, queued))
         if not self._writing and not self._flush_due:
             self._flush_due = True
-            self.loop.call_before_poll(self._flush)
+            self.loop.call_before_poll(self._flush_cb)
 
     def _flush(self) -> None:
         # Before the owner's next poll: one write of what the round queued.
@@ -248,7 +249,8 @@ class TcpConnection:
             self.handle_error(exc)
             return
         if written == len(data):
-            self._drained()
+            if self._write_complete_cb is not None or self._state == _DISCONNECTING:
+                self._drained()
             return
         self.output_buffer.append(memoryview(data)[written:])
         self._writing = True  # the kernel took only part: wait until it takes more
