@@ -14,11 +14,11 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   to ``_flush`` the connection before it polls again
   (``EventLoop.call_before_poll``), so what one round of handlers sends a
   connection leaves in one ``send``, after the round, as Redis writes its
-  replies before it sleeps. Where muduo writes at once, a round here
-  serving 80 ready sockets used to wake a waiting peer for each message;
-  after the round a peer woken by its first message finds the others there
-  too, and the chat ping-pong benchmark got cheaper on both sides (see
-  benchmarks/README.md). What the kernel does not take waits for
+  replies before it sleeps. Where muduo writes at once, a round serving
+  ~80 ready sockets woke the waiting peers every few messages; written
+  after the round, a peer woken by its first message finds most of the
+  others there too, and the chat ping-pong benchmark got cheaper on both
+  sides (see benchmarks/README.md). What the kernel does not take waits for
   EVENT_WRITE, which is removed again as soon as ``handle_write`` drains
   the buffer: an idle connection costs nothing and a busy one is not woken
   for writability it does not need. A close or a move first writes what
@@ -136,7 +136,7 @@ class TcpConnection:
         self._flush_cb = self._flush  # bound once: one per message is measurable
         # The thread of the loop the socket is registered with, 0 while it is
         # registered nowhere (before start, in transit between loops, closed):
-        # one comparison tells a send whether it may write at once.
+        # one comparison tells a send whether it may queue at once.
         self._registered_in = 0
         self._high_water_mark = _DEFAULT_HIGH_WATER_MARK
         self._connection_cb: ConnectionCallback = default_connection_callback
