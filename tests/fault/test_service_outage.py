@@ -39,7 +39,7 @@ class FlakyStore:
 
 
 class FakeConn:
-    """Writes at once: the write-complete callback follows every send, as in the reactor."""
+    """Writes at once: write-complete follows every send (in the reactor, every flush)."""
 
     name = "fake"
     peer_address = ("127.0.0.1", 5555)
