@@ -134,6 +134,15 @@ def test_sender_name_is_filled_by_the_server(user):
     alice.send({"msgid": 5, "id": alice.account.id, "name": "someone else",
                 "to": bob.account.id, "msg": "x"})
     assert bob.expect(MsgId.ONE_CHAT_MSG)["name"] == alice.account.name
+    # The usual request, exactly the recipient's fields, is forwarded as it is
+    # but for the name; one with more fields is rebuilt without them.
+    stamp = "2026-01-02 03:04:05"
+    for extra in ({}, {"seq": 7}, {"toid": bob.account.id}):
+        alice.send({"msgid": 5, "id": alice.account.id, "name": 12, "to": bob.account.id,
+                    "time": stamp, "msg": "y", **extra})
+        assert bob.expect(MsgId.ONE_CHAT_MSG) == {
+            "msgid": 5, "id": alice.account.id, "name": alice.account.name,
+            "to": bob.account.id, "msg": "y", "time": stamp}, extra
 
 
 def test_seq_is_echoed_unchanged_on_every_reply(sessions, account):
