@@ -280,7 +280,10 @@ class TcpConnection:
                 logger.debug("%s: shutdown failed: %s", self.name, exc)
 
     def force_close(self) -> None:
-        """Close now, dropping unsent output. Safe from any thread."""
+        """Close now; of the queued output, what the kernel does not take at once is dropped.
+
+        Safe from any thread.
+        """
         if self._state in (_CONNECTED, _DISCONNECTING):
             self._state = _DISCONNECTING
             self.post(self._force_close_in_loop)
