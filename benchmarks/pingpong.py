@@ -14,7 +14,7 @@ Python relay, no storage, no checks) and the chat server with ``-t 1``,
 ``-t 4`` and ``-t 0``, then prints a table with the ratio to the relay.
 
     .venv/bin/python benchmarks/pingpong.py [--pairs 100] [--procs 2] [--seconds 10]
-        [--targets relay,t1,t4,t4-noturns,t0] [--json PATH] [--quick]
+        [--targets relay,t1,t4,t4-noturns,t0] [--busy N] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -229,16 +230,30 @@ def drive(target: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     return row
 
 
+# Command line of a --busy process; the smoke test looks for it to see none is left.
+SPIN = "while True: pass  # pingpong.py --busy"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every target, ``args.rounds`` times, interleaved; per target the median round."""
     run_id = f"{os.getpid() % 100000}"
     machine = machine_info()
     targets = args.targets.split(",")
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-    for rnd in range(args.rounds):
-        for target in targets:
-            runs[target].append(drive(target, args, f"{run_id}r{rnd}"))
-            time.sleep(args.cooldown)
+    # Other tenants' load on demand, so that a busy phase can be measured
+    # when it is wanted rather than when the machine happens to be in one.
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for _ in range(args.busy)]
+    try:
+        for rnd in range(args.rounds):
+            for target in targets:
+                runs[target].append(drive(target, args, f"{run_id}r{rnd}"))
+                time.sleep(args.cooldown)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
     rows = []
     for target in targets:
         by_rate = sorted(runs[target], key=lambda r: r["msgs_per_s"])
@@ -255,7 +270,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "chat ping-pong",
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
         "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
-                   "warmup": args.warmup, "rounds": args.rounds, "message_chars": MSG_LEN},
+                   "warmup": args.warmup, "rounds": args.rounds, "message_chars": MSG_LEN,
+                   "busy": args.busy},
         "machine": machine,
         "unit": {"msgs_per_s": "delivered one-to-one messages per second",
                  "latency_us": "one-way sender -> server -> recipient, microseconds"},
@@ -314,6 +330,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cooldown", type=float, default=1.0, help="pause between targets")
     p.add_argument("--pause", action="store_true",
                    help="wait for Enter before driving each target (to attach py-spy)")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="keep N processes spinning on the CPUs for the whole run, a busy "
+                        "machine on demand (default 0)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
     p.add_argument("--quick", action="store_true",
                    help="tiny run for CI: 4 pairs, 0.3 s warm-up, 1 s, relay,t1,t4,t4-noturns")
@@ -324,6 +343,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.targets = "relay,t1,t4,t4-noturns"
     if args.pairs < 1 or args.procs < 1 or args.seconds <= 0 or args.rounds < 1:
         p.error("--pairs, --procs, --seconds and --rounds must be positive")
+    if args.busy < 0:
+        p.error("--busy must not be negative")
     return args
 
 
@@ -333,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summary))
     m = summary["machine"]
     cfg = summary["config"]
+    busy = f", {cfg['busy']} spinning" if cfg["busy"] else ""
     print(f"{cfg['pairs']} pairs, {cfg['procs']} driver processes, {cfg['seconds']:g} s after "
-          f"{cfg['warmup']:g} s warm-up, median of {cfg['rounds']} round(s); "
+          f"{cfg['warmup']:g} s warm-up, median of {cfg['rounds']} round(s){busy}; "
           f"nproc {m['nproc']}, Python {m['python']}, {m['uname']}, {m['date']}")
     return finish(summary, args.json)
 

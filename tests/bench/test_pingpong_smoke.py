@@ -31,6 +31,43 @@ def test_pingpong_quick_runs(tmp_path: Path) -> None:
     assert "| system" in proc.stdout
 
 
+def _spinners() -> list[str]:
+    """PIDs of live processes whose command line is pingpong.py's --busy spinner."""
+    sys.path.insert(0, str(BENCH.parent))
+    from pingpong import SPIN
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if SPIN.encode() in cmdline:
+            found.append(entry.name)
+    return found
+
+
+def test_busy_spinners_run_with_the_benchmark_and_are_gone_after(tmp_path: Path) -> None:
+    out = tmp_path / "pingpong.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH), "--quick", "--pairs", "2", "--seconds", "0.5",
+         "--busy", "2", "--targets", "relay", "--json", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the spinners start before the first target
+            if ": pid " in line:
+                break
+        assert len(_spinners()) == 2
+        _, rest = proc.communicate(timeout=90)
+        assert proc.returncode == 0, rest
+    finally:
+        proc.kill()
+    assert json.loads(out.read_text())["config"]["busy"] == 2
+    assert _spinners() == []
+
+
 def test_online_one_to_one_chat_touches_no_store() -> None:
     """What ping-pong measures must not reach the database: a store that raises on any
     use, a sender and a recipient online, chat both ways (with and without ``seq``)."""
