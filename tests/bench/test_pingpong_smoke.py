@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "pingpong.py"
+sys.path.insert(0, str(BENCH.parent))
+
+from pingpong import SPIN  # noqa: E402
 
 
 def test_pingpong_quick_runs(tmp_path: Path) -> None:
@@ -33,9 +36,6 @@ def test_pingpong_quick_runs(tmp_path: Path) -> None:
 
 def _spinners() -> list[str]:
     """PIDs of live processes whose command line is pingpong.py's --busy spinner."""
-    sys.path.insert(0, str(BENCH.parent))
-    from pingpong import SPIN
-
     found = []
     for entry in Path("/proc").iterdir():
         try:
