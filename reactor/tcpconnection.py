@@ -132,7 +132,7 @@ class TcpConnection:
         self._sock = sock
         self._state = _CONNECTING
         self._writing = False  # registered for EVENT_WRITE: the kernel did not take it all
-        self._flush_due = False  # a _flush is queued to run before the loop polls
+        self._flush_due = False  # a _flush is queued before the owner polls; owner only
         self._flush_cb = self._flush  # bound once: one per message is measurable
         # The thread of the loop the socket is registered with, 0 while it is
         # registered nowhere (before start, in transit between loops, closed):
@@ -235,10 +235,14 @@ class TcpConnection:
 
     def _flush(self) -> None:
         # Before the owner's next poll: one write of what the round queued.
+        # Unlike handle_write, which sends a backlog from the buffer in place,
+        # it takes the round's bytes out whole: usually one bytes object, no copy.
+        if self._registered_in != threading.get_ident():
+            return  # moved (the move wrote what was due) or closed: not this thread's
         self._flush_due = False
-        if self._registered_in != threading.get_ident() or self._writing:
-            return  # moved (the move wrote what was due), closed, or waiting for writability
-        data = self.output_buffer.retrieve_all()  # not a copy: usually one bytes object
+        if self._writing:
+            return  # the kernel is full: handle_write sends it once it takes more
+        data = self.output_buffer.retrieve_all()
         if not data:
             return
         try:
