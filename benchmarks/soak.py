@@ -280,7 +280,7 @@ class User(threading.Thread):
         while True:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             try:
-                data = self.sock.recv(262144)
+                data = self.sock.recv(65536)  # under glibc's mmap threshold
             except TimeoutError:
                 return
             except OSError:

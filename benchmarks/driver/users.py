@@ -72,7 +72,10 @@ class UserConn:
     def receive(self) -> list[Message | FrameError]:
         """Read once and decode; raises DriverError if the server closed."""
         try:
-            data = self.sock.recv(262144)
+            # Under glibc's mmap threshold: a larger read buffer costs an mmap
+            # and munmap per read until the threshold happens to rise, which
+            # made the driver's speed depend on what it had freed before.
+            data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return []
         except ConnectionError:
