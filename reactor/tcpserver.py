@@ -30,6 +30,7 @@ import resource
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -53,7 +54,15 @@ _LISTEN_BACKLOG = 1024
 _ACCEPTS_PER_WAKEUP = 64
 _ROOF = 1.25  # how far over the average load a move may fill a loop
 _EMFILE_PAUSE_SECONDS = 0.1
+_STOP_WAIT_SECONDS = 1.0  # how long stop() lets the loops destroy their connections
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _destroy(conn: TcpConnection, destroyed: threading.Semaphore) -> None:
+    try:
+        conn.connect_destroyed()
+    finally:
+        destroyed.release()
 
 
 def raise_nofile_limit() -> int:
@@ -246,15 +255,26 @@ class TcpServer:
     def stop(self) -> None:
         """Stop accepting, destroy every connection and join the pool. Server loop thread.
 
-        Connections are destroyed in their own loops before those loops quit.
+        Connections are destroyed in their own loops before those loops quit
+        (for up to ``_STOP_WAIT_SECONDS`` in all).
         """
         self._loop.assert_in_loop_thread()
         self._acceptor.close()
         with self._lock:
             conns = list(self._connections.values())
             self._connections.clear()
+        destroyed = threading.Semaphore(0)
         for conn in conns:
-            conn.post(conn.connect_destroyed)
+            conn.post(partial(_destroy, conn, destroyed))
+        if self._loop not in self._pool.get_all_loops():
+            # The loops run until every destroy has: a connection on its way
+            # to a loop that had already quit would never arrive, and its
+            # socket would be left to the garbage collector.
+            deadline = time.monotonic() + _STOP_WAIT_SECONDS
+            for _ in conns:
+                if not destroyed.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    logger.warning("%s: stopping with connections not yet destroyed", self.name)
+                    break
         self._pool.stop()
 
     def connections(self) -> list[TcpConnection]:
