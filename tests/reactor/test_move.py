@@ -215,7 +215,6 @@ def test_a_connection_closed_while_moving_closes_once_in_its_new_loop(
     assert conn.disconnected and conn.loop is second
 
 
-
 def test_stop_closes_a_connection_on_its_way_to_a_loop_that_stops_first(
         make_server: ServerFactory, loop_thread: EventLoop) -> None:
     # The pool stops its loops in order; a move to the first one, made while
@@ -240,6 +239,7 @@ def test_stop_closes_a_connection_on_its_way_to_a_loop_that_stops_first(
         assert sock.recv(1) == b""
     assert tracker.wait_down(1) == [conn]
     assert conn.disconnected
+
 
 @dataclass
 class Talkers:
