@@ -221,7 +221,7 @@ def test_stop_closes_a_connection_on_its_way_to_a_loop_that_stops_first(
     # the second is still busy, must not land in a loop that has quit.
     server, tracker = serve_tracked(make_server, 2, reply_with_thread_name)
     first, second = server.thread_pool.get_all_loops()
-    first_thread = next(t for t in threading.enumerate() if t.name == thread_name_of(first))
+    first_thread = call_in_loop(first, threading.current_thread)
 
     def until_first_has_quit() -> None:
         with blocking():  # the first loop needs the turn to quit
