@@ -44,7 +44,15 @@ class Bus(Protocol):
         """This process now holds ``user_id``.  Safe from any thread."""
 
     def unsubscribe(self, user_id: int) -> None:
-        """This process no longer holds ``user_id``.  Safe from any thread."""
+        """This process no longer holds ``user_id``.  Safe from any thread.
+
+        Returns once no message for the user can reach this process any more
+        (each one that did was handed to ``deliver``), so that a login
+        elsewhere after it does not share the user's messages with us.
+        """
+
+    def unsubscribe_many(self, user_ids: list[int]) -> None:
+        """``unsubscribe`` each user, waiting for all at once."""
 
     def publish(self, user_id: int, payload: bytes) -> bool:
         """Hand ``payload`` to whichever process holds ``user_id``; False if none."""
@@ -75,6 +83,9 @@ class LocalBus:
         pass
 
     def unsubscribe(self, user_id: int) -> None:
+        pass
+
+    def unsubscribe_many(self, user_ids: list[int]) -> None:
         pass
 
     def publish(self, user_id: int, payload: bytes) -> bool:

@@ -77,6 +77,8 @@ class Presence:
     def release(self, user_id: int, conn: Connection) -> None:
         """The user left ``conn``: offline here at once, and in the database if it answers."""
         self.router.detach(user_id, conn)
+        # Before the database says offline: a login elsewhere must find us
+        # no longer subscribed, or both would take the user's next message.
         self.bus.unsubscribe(user_id)
         try:
             self.store.mark_offline(user_id, self.server_id)
@@ -113,8 +115,7 @@ class Presence:
 
     def release_all(self) -> None:
         """At shutdown: every user of this process (and only of this process) goes offline."""
-        for user_id in self.router.detach_all():
-            self.bus.unsubscribe(user_id)
+        self.bus.unsubscribe_many(self.router.detach_all())
         try:
             self.store.reset_server(self.server_id)
         except StoreUnavailable as exc:

@@ -19,11 +19,15 @@ Names in Redis (docs/cluster.md has the full contract):
 Threads:
 
 - The *subscriber thread* alone owns the PubSub connection (redis-py's PubSub
-  is not thread-safe).  ``subscribe``/``unsubscribe`` queue a request and wake
-  it; ``subscribe`` then waits until Redis confirmed the subscription, so a
-  login that fetches offline messages afterwards cannot miss a message that a
-  sender found no subscriber for (that sender stores, then publishes
-  ``flush``, which now reaches us).  On any error the session is dropped and
+  is not thread-safe).  ``subscribe``/``unsubscribe`` queue a request, wake
+  it and wait until Redis confirmed the request.  So a login that fetches
+  offline messages after ``subscribe`` cannot miss a message that a sender
+  found no subscriber for (that sender stores, then publishes ``flush``,
+  which now reaches us).  And once ``unsubscribe`` returns, every message
+  Redis sent us for the user has been handled (stored offline: the user left
+  us), so a login elsewhere that the caller's mark-offline then lets through
+  subscribes alone: two processes never both take one message, one to
+  deliver it live and one to store it.  On any error the session is dropped and
   rebuilt with backoff; the new session subscribes every local user again,
   and each confirmed subscription that no login waits for flushes its user,
   since others stored messages for it meanwhile.
@@ -61,7 +65,8 @@ FLUSH_ALL = b"flush-all"
 
 HEARTBEAT_TTL = 6.0  # a SIGKILLed server's users can log in elsewhere after this
 HEARTBEAT_EVERY = 1.5
-SUBSCRIBE_WAIT = 2.0  # longest a login waits for Redis to confirm its subscription
+SUBSCRIBE_WAIT = 2.0  # longest a (un)subscribe waits for Redis to confirm it
+SHUTDOWN_UNSUBSCRIBE_WAIT = 1.0  # the same for all users at shutdown, inside its 5 s
 PUBLISH_TIMEOUT = 0.5  # socket timeouts of the publishing client
 CIRCUIT_OPEN = 0.5  # after a failed publish, fail the next ones at once for this long
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
@@ -107,7 +112,8 @@ class RedisBus:
         self._requests: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._users: set[int] = set()  # desired subscriptions (subscriber thread only)
-        self._waiters: dict[str, list[threading.Event]] = {}  # under _lock
+        # (reply type, channel) -> the callers waiting for that reply; under _lock
+        self._waiters: dict[tuple[str, str], list[threading.Event]] = {}
         self._connected = False
         self._ready = threading.Event()  # set while _connected
         self._circuit_until = 0.0
@@ -133,25 +139,45 @@ class RedisBus:
 
     def subscribe(self, user_id: int) -> None:
         """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable)."""
-        done = threading.Event()
-        with self._lock:  # not connected: nobody waits, the confirmation flushes instead
-            connected = self._connected
-            if connected:
-                self._waiters.setdefault(user_channel(user_id), []).append(done)
-        self._requests.put(("sub", user_id))
-        with self._blocking():  # one step out of the turn for both round trips
-            self._wake()
-            confirmed = not connected or done.wait(SUBSCRIBE_WAIT)
-        if not confirmed:
-            log.warning("subscription of user %d not confirmed in time", user_id)
-            with self._lock:  # nobody waits now: the confirmation will flush instead
-                waiting = self._waiters.get(user_channel(user_id), [])
-                if done in waiting:
-                    waiting.remove(done)
+        self._request("subscribe", [user_id])
 
     def unsubscribe(self, user_id: int) -> None:
-        self._requests.put(("unsub", user_id))
-        self._wake()
+        """Stop holding ``user_id``; returns once Redis confirmed it (or is unreachable)."""
+        self._request("unsubscribe", [user_id])
+
+    def unsubscribe_many(self, user_ids: list[int]) -> None:
+        """``unsubscribe`` each user, all waited for at once (shutdown)."""
+        self._request("unsubscribe", user_ids, SHUTDOWN_UNSUBSCRIBE_WAIT)
+
+    def _request(self, kind: str, user_ids: list[int], wait: float = SUBSCRIBE_WAIT) -> None:
+        """Queue ``kind`` ("subscribe" or "unsubscribe") for each user and wait for
+        Redis's replies, together for at most ``wait`` seconds."""
+        if not user_ids:
+            return
+        keys = [(kind, user_channel(u)) for u in user_ids]
+        events = [threading.Event() for _ in keys]
+        with self._lock:  # not connected: nobody waits (a subscription flushes instead)
+            connected = self._connected
+            if connected:
+                for key, done in zip(keys, events, strict=True):
+                    self._waiters.setdefault(key, []).append(done)
+        for user_id in user_ids:
+            self._requests.put((kind, user_id))
+        late: list[tuple[tuple[str, str], threading.Event]] = []
+        with self._blocking():  # one step out of the turn for both round trips
+            self._wake()
+            if connected:
+                deadline = time.monotonic() + wait
+                late = [(key, done) for key, done in zip(keys, events, strict=True)
+                        if not done.wait(max(0.0, deadline - time.monotonic()))]
+        if not late:
+            return
+        log.warning("%s of %d user(s) not confirmed in time", kind, len(late))
+        with self._lock:  # nobody waits now: a late subscription flushes instead
+            for key, done in late:
+                waiting = self._waiters.get(key, [])
+                if done in waiting:
+                    waiting.remove(done)
 
     def publish(self, user_id: int, payload: bytes) -> bool:
         """True if a process holding ``user_id`` took ``payload``.
@@ -335,6 +361,8 @@ class RedisBus:
                         self._connected = True
                         self._ready.set()
                     log.info("redis subscriber ready, %d local user(s)", len(self._users))
+            elif msg["type"] == "unsubscribe":
+                self._wake_waiters("unsubscribe", channel)
             elif msg["type"] == "message":
                 self._on_message(channel, msg["data"])
 
@@ -345,7 +373,7 @@ class RedisBus:
                 op, user_id = self._requests.get_nowait()
             except queue.Empty:
                 return
-            if op == "sub":
+            if op == "subscribe":
                 self._users.add(user_id)
                 if pubsub is not None:
                     pubsub.subscribe(user_channel(user_id))
@@ -361,13 +389,18 @@ class RedisBus:
         that gave up waiting, every user of a session after a reconnect) may
         have missed a message that a sender then stored offline.
         """
+        woken = self._wake_waiters("subscribe", channel)
+        user_id = _user_of(channel)
+        if not woken and user_id is not None and user_id in self._users:
+            self._flush_users([user_id])
+
+    def _wake_waiters(self, kind: str, channel: str) -> bool:
+        """Redis replied ``kind`` for ``channel``: wake who waits; False if nobody did."""
         with self._lock:
-            events = self._waiters.pop(channel, [])
+            events = self._waiters.pop((kind, channel), [])
         for event in events:
             event.set()
-        user_id = _user_of(channel)
-        if not events and user_id is not None and user_id in self._users:
-            self._flush_users([user_id])
+        return bool(events)
 
     def _release_waiters(self) -> None:
         """Lock held: nobody waits for a connection that is gone (the next one flushes)."""

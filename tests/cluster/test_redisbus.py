@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +19,11 @@ class Probe:
 
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[tuple[str, int, bytes]] = queue.SimpleQueue()
+        self.gate = threading.Event()  # deliver waits for it: a subscriber thread held up
+        self.gate.set()
 
     def deliver(self, user_id: int, payload: bytes) -> None:
+        assert self.gate.wait(10)
         self.events.put(("deliver", user_id, payload))
 
     def flush(self, user_id: int) -> None:
@@ -55,11 +59,47 @@ def test_publish_reaches_the_holder_only_after_a_confirmed_subscribe(buses) -> N
     two.subscribe(7)  # returns once Redis confirmed: the next publish must reach it
     assert one.publish(7, b'{"m":2}')
     assert probe.next() == ("deliver", 7, b'{"m":2}')
-    two.unsubscribe(7)
-    deadline = time.monotonic() + 5
-    while one.publish(7, b'{"m":3}'):  # the unsubscribe is asynchronous
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    two.unsubscribe(7)  # returns once Redis confirmed: nobody holds the user now
+    assert not one.publish(7, b'{"m":3}')
+
+
+def test_unsubscribe_returns_after_what_was_published_before_it(buses) -> None:
+    # A login elsewhere may follow at once: what we still get for the user
+    # must have been handled (stored) by then, not delivered by both of us.
+    (one, _), (two, probe) = buses
+    two.subscribe(9)
+    probe.gate.clear()  # the subscriber thread will hold on to the first message
+    for n in range(3):
+        assert one.publish(9, b'{"n":%d}' % n)
+    unsubscribing = threading.Thread(target=two.unsubscribe, args=(9,))
+    unsubscribing.start()
+    unsubscribing.join(0.3)
+    assert unsubscribing.is_alive()  # Redis confirmed, but the messages before are not done
+    probe.gate.set()
+    unsubscribing.join(5)
+    assert not unsubscribing.is_alive()
+    assert [probe.events.get_nowait() for _ in range(3)] == [
+        ("deliver", 9, b'{"n":%d}' % n) for n in range(3)]
+    assert not one.publish(9, b'{"n":3}')
+
+
+def test_unsubscribe_many_waits_for_every_user(buses) -> None:
+    (one, _), (two, probe) = buses
+    for user in (31, 32, 33):
+        two.subscribe(user)
+    probe.gate.clear()
+    for user in (31, 32, 33):
+        assert one.publish(user, b'{"u":%d}' % user)
+    unsubscribing = threading.Thread(target=two.unsubscribe_many, args=([31, 32, 33],))
+    unsubscribing.start()
+    unsubscribing.join(0.3)
+    assert unsubscribing.is_alive()
+    probe.gate.set()
+    unsubscribing.join(5)
+    assert not unsubscribing.is_alive()
+    assert sorted(probe.events.get_nowait() for _ in range(3)) == [
+        ("deliver", u, b'{"u":%d}' % u) for u in (31, 32, 33)]
+    assert one.publish_many([31, 32, 33], b'{"u":0}') == [31, 32, 33]
 
 
 def test_stored_notice_makes_the_holder_flush(buses) -> None:
