@@ -182,7 +182,10 @@ class TcpConnection:
         self._message_cb = cb
 
     def set_write_complete_callback(self, cb: WriteCompleteCallback | None) -> None:
-        """``cb(conn)``, queued in the loop, whenever the output becomes empty after a send."""
+        """``cb(conn)``, in the loop thread, whenever the output becomes empty after a send.
+
+        It runs where the last bytes were written, before the loop reads again.
+        """
         self._write_complete_cb = cb
 
     def set_high_water_mark_callback(self, cb: HighWaterMarkCallback | None, mark: int) -> None:
@@ -261,10 +264,14 @@ class TcpConnection:
         self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
 
     def _drained(self) -> None:
-        if self._write_complete_cb is not None:
-            self.post(partial(self._write_complete_cb, self))
         if self._state == _DISCONNECTING:
             self._shutdown_in_loop()
+        # Called, not queued as muduo does: writes happen after the round, so
+        # a queued callback would run after the next round's reads, and one
+        # that acts on the write (the chat deletes delivered offline messages)
+        # must be done before the peer's next request is handled.
+        if self._write_complete_cb is not None:
+            self._write_complete_cb(self)
 
     # ------------------------------------------------------------- shutdown
     def shutdown(self) -> None:

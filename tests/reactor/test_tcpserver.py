@@ -206,6 +206,33 @@ def test_force_close_from_foreign_thread(make_server: ServerFactory) -> None:
         conn.send(b"ignored once closed")
 
 
+def test_write_complete_runs_before_the_peer_is_read_again(make_server: ServerFactory) -> None:
+    # The chat deletes delivered offline messages in its write-complete
+    # callback: a logout or close the peer sends after reading them must not
+    # be handled before that, or the next login fetches them again.
+    order: list[str] = []
+    replied, read_twice = threading.Event(), threading.Event()
+
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        order.append(f"read {buf.retrieve_all().decode()}")
+        if len(order) == 1:
+            conn.set_write_complete_callback(lambda c: order.append("written"))
+            conn.send(b"data")
+            # After the flush, hold the loop until the reply is there to read.
+            conn.loop.call_before_poll(lambda: replied.wait(WAIT))
+        else:
+            read_twice.set()
+
+    server = make_server(threads=1, on_message=on_message)
+    with connect(server) as sock:
+        sock.sendall(b"1")
+        assert recv_exact(sock, 4) == b"data"
+        sock.sendall(b"2")
+        replied.set()
+        assert read_twice.wait(WAIT)
+    assert order == ["read 1", "written", "read 2"]
+
+
 def test_high_water_mark_with_slow_reader(make_server: ServerFactory) -> None:
     chunk = bytes(range(256)) * 256  # 64 KiB
     count = 160  # 10 MiB queued at once, far beyond the kernel buffers
