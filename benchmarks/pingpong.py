@@ -9,8 +9,8 @@ warm-up, summed over K driver processes (each a selectors loop over its own
 non-blocking sockets; pairs never span processes).
 
 The same driver runs, one after the other in one invocation, against the
-reference relay (``../shared/bench/reference_relay.py``: a bare one-thread
-Python relay, no storage, no checks) and the chat server with ``-t 1``,
+bare relay (``benchmarks/relay.py``: one thread, one selectors loop, no
+storage, no checks) and the chat server with ``-t 1``,
 ``-t 4`` and ``-t 0``, then prints a table with the ratio to the relay.
 
     .venv/bin/python benchmarks/pingpong.py [--pairs 100] [--procs 2] [--seconds 10]
@@ -322,8 +322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma list of relay, tN (server -t N), tN-noturns (with --no-turns) "
                         f"and HOST:PORT[@PID] (a running server); default {DEFAULT_TARGETS}")
     p.add_argument("--relay", default=None,
-                   help="path of reference_relay.py ($CHAT_REFERENCE_RELAY, default "
-                        "../shared/bench/ beside the repository)")
+                   help="path of another relay script taking a PORT argument "
+                        "($CHAT_REFERENCE_RELAY, default benchmarks/relay.py)")
     p.add_argument("--rounds", type=int, default=1,
                    help="drive every target this many times, interleaved, and report each "
                         "target's median round (default 1)")

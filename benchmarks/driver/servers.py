@@ -5,8 +5,8 @@ SQLite file in a temporary directory, with the fast password hash
 (``CHAT_SCRYPT_LOG2N=8``) so that logging in hundreds of users takes a second,
 and with the per-connection request limit lifted (unless ``$CHAT_RATE`` is
 set); it reads the real port from its ``listening on HOST:PORT`` log line.
-`RelayProcess` runs ``../shared/bench/reference_relay.py`` (found relative to
-the repository, or wherever ``$CHAT_REFERENCE_RELAY`` / ``--relay`` says).
+`RelayProcess` runs the bare relay, ``benchmarks/relay.py`` (or another one,
+wherever ``$CHAT_REFERENCE_RELAY`` / ``--relay`` says).
 Both are context managers that stop the child with SIGTERM, then SIGKILL.
 """
 
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_RELAY = os.path.join(ROOT, os.pardir, "shared", "bench", "reference_relay.py")
+DEFAULT_RELAY = os.path.join(ROOT, "benchmarks", "relay.py")
 LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 FAST_HASH_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
 # The server's per-connection request limit (chat/limits.py, 2,000/s) stops one
@@ -37,8 +37,8 @@ FAST_HASH_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
 UNLIMITED_RATE_ENV = {"CHAT_RATE": "1e9", "CHAT_BURST": "1000000000"}
 
 
-def reference_relay_path(explicit: str | None = None) -> str:
-    """``explicit``, else ``$CHAT_REFERENCE_RELAY``, else ``../shared/bench/`` of the repo."""
+def relay_path(explicit: str | None = None) -> str:
+    """``explicit``, else ``$CHAT_REFERENCE_RELAY``, else the project's ``benchmarks/relay.py``."""
     path = explicit or os.environ.get("CHAT_REFERENCE_RELAY") or DEFAULT_RELAY
     return os.path.normpath(path)
 
@@ -143,12 +143,12 @@ class ChatServerProcess(_Child):
 
 
 class RelayProcess(_Child):
-    """The reference relay (a bare single-thread selectors relay) on a free port."""
+    """The bare relay (one thread, one selectors loop, no checks) on a free port."""
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__()
         self.name = "reference relay"
-        self.path = reference_relay_path(path)
+        self.path = relay_path(path)
 
     def start(self, timeout: float = 10.0) -> RelayProcess:
         if not os.path.isfile(self.path):
