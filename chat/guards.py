@@ -11,10 +11,10 @@
   over ``high_water_mark`` queued bytes it is watched, and if it is still
   over the mark ``slow_grace`` seconds later (a big login ack read at any
   sane speed drains long before) or ever reaches ``max_backlog`` bytes, it
-  is dropped.  What is still queued for it is parsed back into messages and
-  stored offline, so the user gets them at the next login.  Only the one
-  frame cut in half by the kernel, whose head the client already has, is
-  beyond saving.
+  is dropped.  Its chat messages are not lost with the bytes: the login's
+  outbox (chat/outbox.py) stores whatever it had not seen confirmed, and
+  it never queues much (what does not fit waits in storage), so this
+  mostly catches a client that stops reading a large reply.
 
 Theory of the sweep: every frame refreshes ``session.last_seen`` in the
 connection's loop (one float store per read); the sweep reads those floats
@@ -146,20 +146,11 @@ class ConnectionGuard:
             conn.set_high_water_mark_callback(self.on_backlog, self.limits.high_water_mark)
 
     def drop_slow(self, conn: TcpConnection, queued: int) -> None:
-        """Loop thread: a client that does not read; keep what it would lose, drop it."""
+        """Loop thread: a client that does not read; its outbox keeps what it missed."""
         session = conn.context
         if not isinstance(session, Session) or session.closing_since is not None:
             return
         session.closing_since = time.monotonic()
-        user_id = session.user_id
-        undelivered = self.service.router.salvage(session, conn.output_buffer.retrieve_all())
-        log.warning("%s: %d bytes queued and not read, dropping it; %d message(s) kept "
-                    "offline", conn.name, queued, len(undelivered))
+        log.warning("%s: %d bytes queued and not read, dropping it", conn.name, queued)
         self.service.on_disconnect(conn, session)
-        if user_id is not None and undelivered:
-            try:
-                self.service.router.store_offline([(user_id, raw) for raw in undelivered])
-            except Exception:
-                log.exception("%s: could not keep the undelivered messages", conn.name)
         conn.force_close()
-

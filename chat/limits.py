@@ -27,6 +27,12 @@ class Limits:
     max_frame: int = _limit(64 * 1024, "largest request frame in bytes")
     max_msg_len: int = _limit(32 * 1024, "longest chat text in characters")
     max_offline: int = _limit(10_000, "offline messages kept per user; the oldest go first")
+    max_offline_bytes: int = _limit(64 * 1024 * 1024, "bytes of offline messages kept per "
+                                    "user; the oldest go first")
+    login_batch: int = _limit(100, "stored messages in a login ack at most; the rest follow "
+                              "as the client reads")
+    ack_window: int = _limit(256, "messages delivered and not yet acknowledged on one "
+                             "connection at most (logins with \"ack\": true)")
     # A person never comes near these; they stop one connection from taking a
     # large share of a process (about 75,000 requests/s on 2 cores, measured).
     rate: float = _limit(2000.0, "requests per second per connection, sustained")

@@ -65,6 +65,8 @@ class MsgId(IntEnum):
     LOGINOUT_MSG_ACK = 14
     ERROR_MSG = 15
     CHAT_MSG_ACK = 16
+    DELIVERY_ACK = 17
+    RECEIPT = 18
 
 
 class Errno(IntEnum):
@@ -99,6 +101,7 @@ LEGACY_SUPPRESSED = frozenset(
         MsgId.LOGINOUT_MSG_ACK,
         MsgId.ERROR_MSG,
         MsgId.CHAT_MSG_ACK,
+        MsgId.RECEIPT,
     }
 )
 

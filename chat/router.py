@@ -6,22 +6,21 @@ Theory of operation
 It is the only business state shared by the loop threads; ``_lock`` guards
 it and is held for map operations only, never across I/O or a database call.
 
-``send_live`` hands a message to the user's connection here (``conn.send``
-hops to the connection's own loop), or else to the bus, which finds the
-process of the cluster holding the user.  When neither can, the caller
-stores it offline (``store_offline``).  Storing races with the user logging
-in: the sender may miss the user in ``_online`` just before a login adds it,
-and store after that login fetched its offline messages.  So after storing,
-the router looks again and, if the user is now here, asks the user's own
-loop to flush the offline messages (``kick``); if not, the bus tells the
-process that may hold the user elsewhere.
+``send_live`` hands a message to the `Outbox` of the user's connection here
+(in that connection's loop thread: at once from it, posted from any other),
+or else to the bus, which finds the process of the cluster holding the user.
+When neither can, the caller stores it offline (``store_offline``).  Storing
+races with the user logging in: the sender may miss the user in ``_online``
+just before a login adds it, and store after that login looked at its
+backlog.  So after storing, the router looks again and, if the user is now
+here, kicks the user's outbox to page the stored messages out (``kick``); if
+not, the bus tells the process that may hold the user elsewhere.
 
-Offline messages leave storage only after the bytes carrying them were
-written to the socket (``delete_when_written``): a crash before that
-delivers them again at the next login rather than losing them.  Logins and
-flushes of one connection run in its loop thread, one after the other, and
-``session.offline_sent_upto`` keeps a flush from sending what the login
-already sent.
+What becomes of a message once it is in an outbox (the window, storage
+while the client is slow, deletion on acknowledgement) is ``chat.outbox``'s.
+A recipient's acknowledgement of a one-to-one message sends its sender a
+receipt (``send_receipts``), here or through the bus, if the sender is
+logged in with acknowledgements somewhere; otherwise it is dropped.
 """
 
 from __future__ import annotations
@@ -33,20 +32,21 @@ from collections.abc import Iterable
 import orjson
 
 from chat.bus import Bus
+from chat.outbox import Entry
 from chat.protocol import MsgId
 from chat.session import Connection, Session
 from chat.store import Store, StoreUnavailable
 
 log = logging.getLogger("chat.router")
 
-_CHAT = (MsgId.ONE_CHAT_MSG, MsgId.GROUP_CHAT_MSG)
-
 
 class Router:
-    def __init__(self, store: Store, bus: Bus, max_offline: int | None = None) -> None:
+    def __init__(self, store: Store, bus: Bus, max_offline: int | None = None,
+                 max_offline_bytes: int | None = None) -> None:
         self.store = store
         self.bus = bus
         self.max_offline = max_offline
+        self.max_offline_bytes = max_offline_bytes
         self._lock = threading.Lock()
         self._online: dict[int, Connection] = {}
         self._claiming: set[int] = set()  # logins between their checks and ``attach``
@@ -91,7 +91,7 @@ class Router:
 
     # -- delivery ----------------------------------------------------------------
 
-    def send_live(self, user_id: int, payload: bytes, sender: Connection | None = None) -> bool:
+    def send_live(self, user_id: int, entry: Entry, sender: Connection | None = None) -> bool:
         """Deliver to the user's connection here, or through the bus; False if neither.
 
         A ``sender`` connection is told whom it talks to, so that the
@@ -105,37 +105,55 @@ class Router:
         finally:
             self._lock.release()
         if conn is not None:
-            conn.send(payload + conn.context.terminator)
+            self._hand_over(conn, user_id, entry)
             if sender is not None:
                 sender.talks_to(conn)
             return True
-        return self.bus.publish(user_id, payload)
+        return self.bus.publish(user_id, entry.payload)
 
-    def send_live_many(self, user_ids: Iterable[int], payload: bytes) -> list[int]:
+    def send_live_many(self, user_ids: Iterable[int], entry: Entry) -> list[int]:
         """``send_live`` to each user, the online map locked once; returns who was not reached."""
         with self._lock:
             conns = [(uid, self._online.get(uid)) for uid in user_ids]
         elsewhere = []
         for user_id, conn in conns:
             if conn is not None:
-                conn.send(payload + conn.context.terminator)
+                self._hand_over(conn, user_id,
+                                Entry(entry.mid, entry.sender, entry.kind, entry.payload))
             else:
                 elsewhere.append(user_id)
-        return self.bus.publish_many(elsewhere, payload) if elsewhere else []
+        return self.bus.publish_many(elsewhere, entry.payload) if elsewhere else []
+
+    def _hand_over(self, conn: Connection, user_id: int, entry: Entry) -> None:
+        """Give ``entry`` to the outbox of ``user_id`` on ``conn``, in its loop thread."""
+        session: Session = conn.context
+
+        def in_loop() -> None:
+            outbox = session.outbox
+            if outbox is not None and outbox.user_id == user_id:
+                outbox.deliver(entry)  # stores it if that login ended meanwhile
+            else:
+                self.store_offline([(user_id, entry.payload)])  # another login by now
+
+        conn.run(in_loop)
 
     def store_offline(self, items: list[tuple[int, bytes]]) -> None:
         dropped = self.store.store_offline_many(
-            [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline)
-        for user_id, count in dropped.items():
-            log.warning("user %d has over %d offline messages: dropped the %d oldest",
-                        user_id, self.max_offline, count)
-        # A user not here may have just logged in elsewhere: its holder flushes.
+            [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline,
+            keep_bytes=self.max_offline_bytes)
+        if dropped:
+            self.caps_hit(dropped)
+        # A user not here may have just logged in elsewhere: its holder pages.
         elsewhere = [uid for uid in dict.fromkeys(uid for uid, _ in items) if not self.kick(uid)]
         if elsewhere:
             self.bus.notify_stored_many(elsewhere)
 
+    def caps_hit(self, dropped: dict[int, int]) -> None:
+        for user_id, count in dropped.items():
+            log.warning("user %d is over its offline cap: dropped the %d oldest", user_id, count)
+
     def kick(self, user_id: int) -> bool:
-        """If the user is here, flush its offline messages in its loop; False if not here.
+        """If the user is here, have its outbox page out what was stored; False if not here.
 
         Safe from any thread; the bus calls it when another process stored
         messages for a user of this one.
@@ -144,82 +162,50 @@ class Router:
         if conn is None:
             return False
         session: Session = conn.context
-        session.post(lambda: self.flush_offline(conn, session, user_id))
+
+        def in_loop() -> None:
+            if session.outbox is not None and session.user_id == user_id:
+                session.outbox.kick()
+
+        conn.run(in_loop)
         return True
 
-    def flush_offline(self, conn: Connection, session: Session, user_id: int) -> None:
-        """Loop thread of ``conn``: send the user's stored messages not sent yet."""
-        if session.user_id != user_id:
-            return
-        try:
-            rows = self.store.fetch_offline(user_id)
-            rows = [row for row in rows if row[0] > session.offline_sent_upto]
-        except StoreUnavailable as exc:
-            log.warning("offline flush for user %d postponed: %s", user_id, exc)
-            return
-        if rows:
-            frames = [text.encode() for _, text in rows]
-            self.delete_when_written(conn, session, user_id, rows[-1][0], frames)
-            conn.send(b"".join(frame + session.terminator for frame in frames))
-
-    def delete_when_written(
-        self, conn: Connection, session: Session, user_id: int, up_to_id: int,
-        frames: Iterable[bytes] = (),
-    ) -> None:
-        """Loop thread of ``conn``; call BEFORE sending what carries rows <= ``up_to_id``.
-
-        ``frames`` are the stored messages sent as frames of their own, which
-        ``salvage`` must not store a second time.
-        """
-        session.offline_sent_upto = up_to_id
-        session.unwritten.update(frames)
-
-        def written(_conn: object) -> None:
-            conn.set_write_complete_callback(None)
-            session.unwritten.clear()
-            self.delete_sent(session, user_id, up_to_id)
-
-        conn.set_write_complete_callback(written)
-
-    def salvage(self, session: Session, queued: bytes) -> list[bytes]:
-        """The chat messages in bytes queued for a connection that is being dropped.
-
-        Stored messages among them stay stored (their delete waits for a write
-        that never completes), so only the others are returned.  A first frame
-        cut in half is skipped: the client has its head, nobody has all of it.
-        """
-        stored = session.unwritten
-        out = []
-        for raw in queued.split(session.terminator):
-            if stored[raw] > 0:
-                stored[raw] -= 1
-                continue
-            try:
-                msg = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(msg, dict) and msg.get("msgid") in _CHAT:
-                out.append(raw)
-        return out
-
-    def delete_sent(self, session: Session, user_id: int, up_to_id: int) -> None:
-        try:
-            self.store.delete_offline(user_id, up_to_id)
-            session.undeleted = None
-        except StoreUnavailable as exc:
-            # Delivered but still stored: retried when the session ends, else
-            # delivered again at the next login (at least once, never lost).
-            session.undeleted = (user_id, up_to_id)
-            log.warning("delivered offline messages of user %d not deleted yet: %s",
-                        user_id, exc)
+    def send_receipts(self, recipient: int, receipts: list[tuple[int, int]]) -> None:
+        """``recipient`` acknowledged these (sender, mid) one-to-one messages."""
+        for sender, mid in receipts:
+            payload = orjson.dumps({"msgid": _RECEIPT, "mid": mid, "to": recipient})
+            conn = self.connection(sender)
+            if conn is None:
+                self.bus.publish(sender, payload)
+            else:
+                _send_receipt(conn, payload)
 
     def deliver_from_bus(self, user_id: int, payload: bytes) -> None:
         """Bus thread: a message for a user this process held; offline if it left."""
         conn = self.connection(user_id)
+        if payload.startswith(RECEIPT_PREFIX):
+            if conn is not None:
+                _send_receipt(conn, payload)
+            return  # a receipt for a sender who left is dropped, as the protocol says
         if conn is not None:
-            conn.send(payload + conn.context.terminator)
-            return
+            try:
+                self._hand_over(conn, user_id, Entry.from_stored(0, payload.decode()))
+                return
+            except (ValueError, UnicodeDecodeError):
+                log.warning("dropped a malformed message for user %d from the bus", user_id)
+                return
         try:
             self.store_offline([(user_id, payload)])
         except StoreUnavailable as exc:
             log.error("message for user %d lost, storage unavailable: %s", user_id, exc)
+
+
+_RECEIPT = int(MsgId.RECEIPT)
+RECEIPT_PREFIX = b'{"msgid":18,'  # how orjson writes a receipt: told apart from chat
+
+
+def _send_receipt(conn: Connection, payload: bytes) -> None:
+    session: Session = conn.context
+    outbox = session.outbox
+    if outbox is not None and outbox.acking:  # a racy look, and a receipt is best effort
+        conn.send(payload + b"\n")

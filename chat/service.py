@@ -17,6 +17,8 @@ import orjson
 
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
+from chat.mids import LEASE_MS, MAX_NODE, MIGRATION_NODE, MidGenerator, now_ms
+from chat.outbox import Caps, Entry, Outbox
 from chat.presence import Presence
 from chat.protocol import (
     ACKED_REQUESTS,
@@ -59,7 +61,8 @@ class ChatService:
         self.bus = bus
         self.server_id = server_id
         self.limits = limits or Limits()
-        self.router = Router(store, bus, self.limits.max_offline)
+        self.router = Router(store, bus, self.limits.max_offline, self.limits.max_offline_bytes)
+        self.mids = MidGenerator(MIGRATION_NODE)  # until start() claims this server's node
         self.presence = Presence(store, bus, self.router, server_id)
         self._failed_accounts = FailureThrottle(self.limits.account_failures,
                                                 self.limits.login_window)
@@ -74,13 +77,28 @@ class ChatService:
             MsgId.ADD_GROUP_MSG: self.add_group,
             MsgId.GROUP_CHAT_MSG: self.group_chat,
             MsgId.LOGINOUT_MSG: self.logout,
+            MsgId.DELIVERY_ACK: self.delivery_ack,
         }
         self._anonymous = frozenset({MsgId.LOGIN_MSG, MsgId.REG_MSG})
 
     def start(self) -> None:
-        """Clear what a crash of this server left online, then start routing."""
+        """Claim a message-id node, clear what a crash of this server left online,
+        then start routing."""
+        node, floor = self.store.claim_node(self.server_id, now_ms(), LEASE_MS, MAX_NODE)
+        self.mids = MidGenerator(node, floor)
         self.presence.clear_own()
         self.bus.start(self.router.deliver_from_bus, self.router.kick)
+
+    def renew_lease(self) -> None:
+        """Keep this server's message-id node leased ahead of the ids it gives.
+
+        A database call: from a thread that may block (a loop of the pool).
+        """
+        try:
+            self.store.renew_node(self.mids.node, self.server_id,
+                                  max(now_ms(), self.mids.last_ms) + LEASE_MS)
+        except StoreUnavailable as exc:
+            log.warning("message-id lease not renewed: %s", exc)
 
     # -- frames in -------------------------------------------------------------
 
@@ -184,6 +202,7 @@ class ChatService:
     def login(self, conn: Connection, session: Session, msg: Message) -> None:
         user_id = req_int(msg, "id")
         password = req_str(msg, "password")
+        acking = msg.get("ack") is True and not session.legacy
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
         address = _host(conn)
@@ -195,21 +214,45 @@ class ChatService:
             self._failed_addresses.failed(address)
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
         self._failed_accounts.succeeded(user_id)
+        outbox = self._outbox(conn, session, user.id, acking)
+        session.outbox = outbox  # before the claim: live messages may follow at once
         if not self.presence.claim(user_id, conn):
+            session.outbox = None
             raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
         session.user_id, session.name = user.id, user.name
-        session.offline_sent_upto = 0
         try:
-            ack, last_offline = self._login_ack(user.id, user.name)
+            ack, stored = self._login_ack(outbox, user.id, user.name)
         except StoreUnavailable:
             self._drop_session(conn, session)
             raise
-        if last_offline is not None:
-            self.router.delete_when_written(conn, session, user.id, last_offline)
         self._reply(conn, session, msg, ack)
+        if not acking:
+            conn.set_write_complete_callback(lambda _conn: outbox.on_written())
+        outbox.start_backlog(stored)
 
-    def _login_ack(self, user_id: int, name: str) -> tuple[Message, int | None]:
-        rows = self.store.fetch_offline(user_id)
+    def _outbox(self, conn: Connection, session: Session, user_id: int, acking: bool) -> Outbox:
+        limits = self.limits
+        caps = Caps(window=limits.ack_window, keep=limits.max_offline,
+                    keep_bytes=limits.max_offline_bytes)
+        return Outbox(user_id, acking, session.terminator, conn.send, conn.queued_bytes,
+                      self.store, self.router.store_offline, self.router.send_receipts, caps)
+
+    def _login_ack(self, outbox: Outbox, user_id: int, name: str) -> tuple[Message, int]:
+        """The login ack, and how many stored messages are left to page out after it.
+
+        A login without acknowledgements gets the oldest stored messages in
+        the ack (at most ``login_batch`` of them, and about a frame's worth of
+        bytes); an acknowledged one gets them all as frames of their own.
+        """
+        stored, _ = self.store.offline_box(user_id)
+        first: list[Entry] = []
+        if not outbox.acking and stored:
+            budget = self.limits.max_frame
+            for row, text in self.store.offline_page(user_id, self.limits.login_batch):
+                budget -= len(text)
+                if first and budget < 0:
+                    break
+                first.append(Entry.from_stored(row, text))
         friends = [
             {"id": f.id, "name": f.name, "state": f.state} for f in self.store.friends_of(user_id)
         ]
@@ -225,16 +268,18 @@ class ChatService:
             }
             for g in self.store.groups_of(user_id)
         ]
+        outbox.adopt_sent(first)
         ack: Message = {
             "msgid": MsgId.LOGIN_MSG_ACK,
             "errno": 0,
             "id": user_id,
             "name": name,
-            "offlinemsg": [orjson.loads(text) for _, text in rows],
+            "offlinemsg": [orjson.loads(entry.payload) for entry in first],
+            "pending": max(stored - len(first), 0),
             "friends": friends,
             "groups": groups,
         }
-        return ack, (rows[-1][0] if rows else None)
+        return ack, stored - len(first)
 
     def logout(self, conn: Connection, session: Session, msg: Message) -> None:
         self._check_identity(session, msg)
@@ -250,9 +295,17 @@ class ChatService:
         if user_id is None:
             return
         session.user_id = session.name = None
-        if session.undeleted is not None:
-            self.router.delete_sent(session, *session.undeleted)
+        if session.outbox is not None:
+            conn.set_write_complete_callback(None)
+            session.outbox.close()  # before the release: a new login must find it stored
         self.presence.release(user_id, conn)
+
+    def delivery_ack(self, conn: Connection, session: Session, msg: Message) -> None:
+        mid = req_int(msg, "mid")
+        outbox = session.outbox
+        if outbox is None or not outbox.acking:
+            raise RequestFailed(Errno.BAD_REQUEST, "log in with \"ack\": true to acknowledge")
+        outbox.ack(mid)
 
     # -- friends and groups ----------------------------------------------------
 
@@ -306,22 +359,28 @@ class ChatService:
         if len(text) > self.limits.max_msg_len:
             raise BadField(f"field 'msg' must be at most {self.limits.max_msg_len} characters")
         sent_at = msg.get("time")
-        if sent_at is not None and not isinstance(sent_at, str):
-            raise BadField("field 'time' must be a string")
+        if sent_at is not None and (not isinstance(sent_at, str) or len(sent_at) > MAX_TIME_LEN):
+            raise BadField(f"field 'time' must be a string of at most {MAX_TIME_LEN} characters")
         claimed = msg.get("id")
         if claimed is not None and (type(claimed) is not int or claimed != session.user_id):
             self._check_identity(session, msg)  # raises the right error
+        mid = self.mids()
         if len(msg) == 6 and to_key == "to" and sent_at and claimed is not None and "name" in msg:
             # The usual request has exactly the fields the recipient gets, its
             # id checked above: forwarded with the server's name, not rebuilt.
             msg["name"] = session.name
+            msg["mid"] = mid
             payload = orjson.dumps(msg)
+            del msg["mid"]
         else:
             payload = orjson.dumps({
                 "msgid": _ONE_CHAT_MSG, "id": session.user_id, "name": session.name,
-                "to": to, "msg": text, "time": sent_at or _now(),
+                "to": to, "msg": text, "time": sent_at or _now(), "mid": mid,
             })
-        if self.router.send_live(to, payload, conn):
+        if len(payload) > self.limits.max_frame:
+            raise BadField(f"the message is over {self.limits.max_frame} bytes as forwarded")
+        entry = Entry(mid, session.user_id, _ONE_CHAT_MSG, payload)  # type: ignore[arg-type]
+        if self.router.send_live(to, entry, conn):
             state = "delivered"
         elif self.store.get_user(to) is None:
             raise RequestFailed(Errno.NOT_FOUND, f"user {to} does not exist")
@@ -329,34 +388,39 @@ class ChatService:
             self.router.store_offline([(to, payload)])
             state = "stored"
         if "seq" in msg:
-            self._ack_chat(conn, session, msg, state)
+            self._reply(conn, session, msg, {
+                "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"], "state": state,
+                "mid": mid,
+            })
 
     def group_chat(self, conn: Connection, session: Session, msg: Message) -> None:
         group_id = req_int(msg, "groupid")
         text = req_str(msg, "msg", 0, self.limits.max_msg_len)
-        sent_at = opt_str(msg, "time") or _now()
+        sent_at = opt_str(msg, "time", MAX_TIME_LEN) or _now()
         self._check_identity(session, msg)
         members = self.store.group_member_ids(group_id)
         if members is None:
             raise RequestFailed(Errno.NOT_FOUND, f"group {group_id} does not exist")
         if session.user_id not in members:
             raise RequestFailed(Errno.FORBIDDEN, "you are not a member of this group")
+        mid = self.mids()
         payload = orjson.dumps({
             "msgid": MsgId.GROUP_CHAT_MSG, "id": session.user_id, "name": session.name,
-            "groupid": group_id, "msg": text, "time": sent_at,
+            "groupid": group_id, "msg": text, "time": sent_at, "mid": mid,
         })
-        others = (member for member in members if member != session.user_id)
-        offline = self.router.send_live_many(others, payload)
+        if len(payload) > self.limits.max_frame:
+            raise BadField(f"the message is over {self.limits.max_frame} bytes as forwarded")
+        others = [member for member in members if member != session.user_id]
+        entry = Entry(mid, session.user_id, MsgId.GROUP_CHAT_MSG, payload)
+        offline = self.router.send_live_many(others, entry)
         if offline:
             self.router.store_offline([(member, payload) for member in offline])
         if "seq" in msg:
-            self._ack_chat(conn, session, msg, "delivered")
-
-    def _ack_chat(self, conn: Connection, session: Session, msg: Message, state: str) -> None:
-        """CHAT_MSG_ACK, for a chat request that carries a ``seq`` (the caller checks)."""
-        self._reply(conn, session, msg, {
-            "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"], "state": state,
-        })
+            self._reply(conn, session, msg, {
+                "msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"],
+                "state": "delivered", "mid": mid, "live": len(others) - len(offline),
+                "stored": len(offline),
+            })
 
     # -- shutdown --------------------------------------------------------------
 
@@ -371,6 +435,7 @@ class ChatService:
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)
+MAX_TIME_LEN = 64  # the sender's "time" text, forwarded and stored as it is
 
 
 def _host(conn: Connection) -> str:

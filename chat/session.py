@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chat.limits import TokenBucket
+from chat.outbox import Outbox
 from chat.protocol import DEFAULT_MAX_FRAME, Dialect, FrameDecoder
 
 
@@ -24,6 +24,10 @@ class Connection(Protocol):
     def peer_address(self) -> Any: ...
 
     def send(self, data: bytes) -> None: ...
+
+    def run(self, cb: Callable[[], None]) -> None: ...
+
+    def queued_bytes(self) -> int: ...
 
     def talks_to(self, peer: Any) -> None: ...
 
@@ -55,11 +59,7 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)  # of the last bytes received
     closing_since: float | None = None  # told to go (idle, full, slow): closed soon
     backlogged_since: float | None = None  # over the high-water mark since then
-    # Offline messages sent on this login: the highest id, the frames whose
-    # write has not completed yet, and a (user, up to id) whose delete failed.
-    offline_sent_upto: int = 0
-    unwritten: Counter[bytes] = field(default_factory=Counter)
-    undeleted: tuple[int, int] | None = None
+    outbox: Outbox | None = None  # this login's chat messages on their way out
 
     @property
     def legacy(self) -> bool:

@@ -318,6 +318,21 @@ class TcpConnection:
             loop = self.loop
         loop.queue_in_loop(self._drain_mail)
 
+    def run(self, cb: Callable[[], None]) -> None:
+        """Run ``cb()`` now if called in the owner's thread, else ``post`` it.
+
+        Safe from any thread. In the owner's thread it goes ahead of what
+        other threads posted and is still queued, as a ``send`` does.
+        """
+        if self._registered_in == threading.get_ident():
+            cb()
+        else:
+            self.post(cb)
+
+    def queued_bytes(self) -> int:
+        """Bytes handed to ``send`` and not yet taken by the kernel. Owner's thread."""
+        return self.output_buffer.readable_bytes()
+
     def _drain_mail(self) -> None:
         # Holds the drain token (see the module docstring), so self.loop is
         # this thread's loop: a move happens only inside a drain.

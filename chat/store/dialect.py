@@ -24,6 +24,9 @@ class Dialect:
     table_options: str  # appended after the closing parenthesis
     inline_indexes: bool  # KEY inside CREATE TABLE (MySQL) or CREATE INDEX after
     native_enum: bool
+    upsert: str  # "add on conflict": {key} is the key column, {sets} col=col+new.col pairs
+    new_row: str  # how the upsert's SET names the proposed row's column
+    lock_rows: str  # appended to a SELECT whose rows the transaction goes on to change
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - two dialect instances, live forever
     def sql(self, query: str) -> str:
@@ -33,6 +36,14 @@ class Dialect:
             # MySQLdb interpolates with %, so a literal % must be doubled.
             text = text.replace("%", "%%").replace("?", "%s")
         return text
+
+    def upsert_adding(self, table: str, key: str, columns: tuple[str, ...]) -> str:
+        """INSERT of one row whose ``columns`` add to those of an existing ``key`` row."""
+        names = ", ".join((key, *columns))
+        marks = ", ".join("?" for _ in (key, *columns))
+        sets = ", ".join(f"{c} = {c} + {self.new_row.format(c)}" for c in columns)
+        return (f"INSERT INTO {table} ({names}) VALUES ({marks})"
+                + self.upsert.format(key=key, sets=sets))
 
     def enum(self, column: str, values: tuple[str, ...]) -> str:
         """Column type of a small enumeration."""
@@ -55,6 +66,9 @@ SQLITE = Dialect(
     table_options="",
     inline_indexes=False,
     native_enum=False,
+    upsert=" ON CONFLICT({key}) DO UPDATE SET {sets}",
+    new_row="excluded.{}",
+    lock_rows="",  # writers are serialized: the transaction began IMMEDIATE
 )
 
 MYSQL = Dialect(
@@ -67,4 +81,7 @@ MYSQL = Dialect(
     table_options=" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     inline_indexes=True,
     native_enum=True,
+    upsert=" ON DUPLICATE KEY UPDATE {sets}",
+    new_row="VALUES({})",
+    lock_rows=" FOR UPDATE",
 )

@@ -58,9 +58,24 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "offlinemessage",
-        ("id {bigserial}", "userid INT NOT NULL", "message {text} NOT NULL"),
+        ("id {bigserial}", "userid INT NOT NULL", "message {text} NOT NULL",
+         "size INT NOT NULL DEFAULT 0"),
         (),
         (("idx_offlinemessage_userid_id", "userid, id"),),
+    ),
+    # Per user: how many offline messages are stored and their total size, so
+    # the caps cost one row, not a scan of the backlog.
+    Table(
+        "offlinebox",
+        ("userid INT NOT NULL PRIMARY KEY", "messages INT NOT NULL DEFAULT 0",
+         "bytes BIGINT NOT NULL DEFAULT 0"),
+    ),
+    # The node numbers that servers claim for their message ids (chat/mids.py).
+    Table(
+        "midnode",
+        ("node INT NOT NULL PRIMARY KEY", "server VARCHAR(64) NOT NULL",
+         "lease BIGINT NOT NULL DEFAULT 0"),
+        ("CONSTRAINT uq_midnode_server UNIQUE (server)",),
     ),
 )
 

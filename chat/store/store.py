@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import GroupNameTaken, NameTaken
+from .errors import GroupNameTaken, NameTaken, StoreError
 from .passwords import hash_password, verify_password
 from .pool import ConnectionPool
 from .records import Group, GroupMember, User
@@ -197,52 +197,180 @@ class Store:
         return groups
 
     # -- offline messages ------------------------------------------------------
+    #
+    # ``offlinebox`` keeps each user's count and total size of stored messages
+    # in step with ``offlinemessage``, in the same transactions, so the caps
+    # cost one row and never a scan of a backlog that may be 100,000 long.
 
-    _INSERT_OFFLINE = "INSERT INTO offlinemessage (userid, message) VALUES (?, ?)"
+    _INSERT_OFFLINE = "INSERT INTO offlinemessage (userid, message, size) VALUES (?, ?, ?)"
 
-    def store_offline(self, user_id: int, message: str) -> None:
-        self._write(self._INSERT_OFFLINE, (user_id, message))
+    def store_offline(self, user_id: int, message: str) -> int:
+        """Store one message for ``user_id``; return its row id.  No cap."""
+        return self.store_offline_rows(user_id, [message])[0][0]
 
     def store_offline_many(
-        self, items: list[tuple[int, str]], keep: int | None = None
+        self, items: list[tuple[int, str]], keep: int | None = None,
+        keep_bytes: int | None = None,
     ) -> dict[int, int]:
         """Store several (user id, message) pairs in one transaction.
 
-        With ``keep``, each of those users keeps only its ``keep`` newest
-        messages; returns how many of the oldest were dropped, per user.
+        Each of those users then keeps at most ``keep`` messages and
+        ``keep_bytes`` bytes, the oldest dropped first; returns how many were
+        dropped, per user that lost any.
         """
         if not items:
             return {}
+        rows = [(uid, text, len(text.encode())) for uid, text in items]
 
         def work(cur: Cursor) -> dict[int, int]:
-            cur.executemany(self._sql(self._INSERT_OFFLINE), items)
-            if keep is None:
-                return {}
-            dropped = {uid: self._trim(cur, uid, keep) for uid in {uid for uid, _ in items}}
+            cur.executemany(self._sql(self._INSERT_OFFLINE), rows)
+            added: dict[int, list[int]] = {}
+            for uid, _, size in rows:
+                count_size = added.setdefault(uid, [0, 0])
+                count_size[0] += 1
+                count_size[1] += size
+            dropped = {uid: self._add_to_box(cur, uid, n, size, keep, keep_bytes)
+                       for uid, (n, size) in added.items()}
             return {uid: n for uid, n in dropped.items() if n}
 
         return self._pool.run(work)
 
-    def _trim(self, cur: Cursor, user_id: int, keep: int) -> int:
-        self._exec(cur, "SELECT id FROM offlinemessage WHERE userid = ?"
-                   " ORDER BY id DESC LIMIT 1 OFFSET ?", (user_id, keep))
-        row = cur.fetchone()
-        if row is None:
-            return 0
-        return int(self._exec(cur, "DELETE FROM offlinemessage WHERE userid = ? AND id <= ?",
-                              (user_id, row[0])).rowcount)
+    def store_offline_rows(
+        self, user_id: int, messages: list[str], keep: int | None = None,
+        keep_bytes: int | None = None,
+    ) -> tuple[list[int], int]:
+        """Store ``messages`` for one user in order; return their row ids and how
+        many of the oldest the caps then dropped (possibly some of these)."""
+        sizes = [len(text.encode()) for text in messages]
 
-    def fetch_offline(self, user_id: int) -> list[tuple[int, str]]:
-        """(row id, message) pairs of the user, oldest first."""
-        rows = self._read("SELECT id, message FROM offlinemessage WHERE userid = ?"
-                          " ORDER BY id", (user_id,))
+        def work(cur: Cursor) -> tuple[list[int], int]:
+            ids = []
+            for text, size in zip(messages, sizes, strict=True):
+                self._exec(cur, self._INSERT_OFFLINE, (user_id, text, size))
+                ids.append(int(cur.lastrowid))
+            dropped = self._add_to_box(cur, user_id, len(ids), sum(sizes), keep, keep_bytes)
+            return ids, dropped
+
+        return self._pool.run(work)
+
+    def _add_to_box(self, cur: Cursor, user_id: int, count: int, size: int,
+                    keep: int | None, keep_bytes: int | None) -> int:
+        upsert = self._pool.dialect.upsert_adding("offlinebox", "userid", ("messages", "bytes"))
+        self._exec(cur, upsert, (user_id, count, size))
+        if keep is None and keep_bytes is None:
+            return 0
+        lock = self._pool.dialect.lock_rows
+        messages, total = self._exec(
+            cur, f"SELECT messages, bytes FROM offlinebox WHERE userid = ?{lock}",
+            (user_id,)).fetchone()
+        over_count = messages - keep if keep is not None else 0
+        over_bytes = total - keep_bytes if keep_bytes is not None else 0
+        if over_count <= 0 and over_bytes <= 0:
+            return 0
+        return self._drop_oldest(cur, user_id, over_count, over_bytes)
+
+    def _drop_oldest(self, cur: Cursor, user_id: int, over_count: int, over_bytes: int) -> int:
+        """Delete the user's oldest messages until ``over_count`` messages and
+        ``over_bytes`` bytes are gone; return how many went."""
+        victims: list[int] = []
+        freed = 0
+        while len(victims) < over_count or freed < over_bytes:
+            page = self._exec(
+                cur, "SELECT id, size FROM offlinemessage WHERE userid = ? AND id > ?"
+                " ORDER BY id LIMIT ?", (user_id, victims[-1] if victims else 0, 256)).fetchall()
+            if not page:
+                break
+            for row_id, size in page:
+                if len(victims) >= over_count and freed >= over_bytes:
+                    break
+                victims.append(int(row_id))
+                freed += int(size)
+        return self._delete_ids(cur, user_id, victims)
+
+    def _delete_ids(self, cur: Cursor, user_id: int, ids: list[int]) -> int:
+        """Delete these rows of the user and take them off its box; return how many."""
+        deleted = 0
+        lock = self._pool.dialect.lock_rows
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found = self._exec(
+                cur, f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM offlinemessage"
+                f" WHERE userid = ? AND id IN ({marks}){lock}", (user_id, *chunk)).fetchone()
+            count, size = int(found[0]), int(found[1])
+            if not count:
+                continue
+            self._exec(cur, f"DELETE FROM offlinemessage WHERE userid = ? AND id IN ({marks})",
+                       (user_id, *chunk))
+            self._exec(cur, "UPDATE offlinebox SET messages = messages - ?, bytes = bytes - ?"
+                            " WHERE userid = ?", (count, size, user_id))
+            deleted += count
+        return deleted
+
+    def offline_page(self, user_id: int, limit: int, after: int = 0) -> list[tuple[int, str]]:
+        """The user's ``limit`` oldest stored (row id, message) pairs with a row id
+        above ``after``, oldest first."""
+        rows = self._read("SELECT id, message FROM offlinemessage WHERE userid = ? AND id > ?"
+                          " ORDER BY id LIMIT ?", (user_id, after, limit))
         return [(int(i), m) for i, m in rows]
 
-    def delete_offline(self, user_id: int, up_to_id: int) -> int:
-        """Delete the user's messages with id <= up_to_id; later arrivals stay."""
-        return self._write("DELETE FROM offlinemessage WHERE userid = ? AND id <= ?",
-                           (user_id, up_to_id))
+    def delete_offline(self, user_id: int, ids: list[int]) -> int:
+        """Delete these stored messages of the user (others, and later ones, stay)."""
+        if not ids:
+            return 0
+        return self._pool.run(lambda cur: self._delete_ids(cur, user_id, ids))
+
+    def offline_box(self, user_id: int) -> tuple[int, int]:
+        """How many messages are stored for the user, and their total size in bytes."""
+        rows = self._read("SELECT messages, bytes FROM offlinebox WHERE userid = ?", (user_id,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def offline_count(self, user_id: int) -> int:
-        rows = self._read("SELECT COUNT(*) FROM offlinemessage WHERE userid = ?", (user_id,))
-        return int(rows[0][0])
+        return self.offline_box(user_id)[0]
+
+    # -- message id nodes ------------------------------------------------------
+
+    def claim_node(self, server_id: str, now_ms: int, lease_ms: int, max_node: int
+                   ) -> tuple[int, int]:
+        """The message-id node of ``server_id`` and the time its ids must start above.
+
+        A server keeps its node across restarts; a new one takes the lowest
+        free number, or else the one whose lease ran out longest ago.  The
+        lease is pushed ``lease_ms`` ahead of ``now_ms``.
+        """
+        def work(cur: Cursor) -> tuple[int, int]:
+            lock = self._pool.dialect.lock_rows
+            rows = self._exec(cur, f"SELECT node, server, lease FROM midnode ORDER BY node{lock}"
+                              ).fetchall()
+            mine = [(n, lease) for n, server, lease in rows if server == server_id]
+            taken = {int(n) for n, _, _ in rows}
+            if mine:
+                node, floor = int(mine[0][0]), int(mine[0][1])
+            else:
+                free = [n for n in range(1, max_node + 1) if n not in taken]
+                if free:
+                    node, floor = free[0], 0
+                    self._exec(cur, "INSERT INTO midnode (node, server, lease) VALUES (?, ?, 0)",
+                               (node, server_id))
+                else:
+                    node, _, floor = min(rows, key=lambda r: int(r[2]))
+                    node, floor = int(node), int(floor)
+                    if floor > now_ms:
+                        raise StoreError("every message-id node is leased by a live server")
+                    self._exec(cur, "UPDATE midnode SET server = ? WHERE node = ?",
+                               (server_id, node))
+            self._exec(cur, "UPDATE midnode SET lease = ? WHERE node = ?",
+                       (max(now_ms, floor) + lease_ms, node))
+            return node, floor
+
+        for _ in range(5):  # two servers took the same free number: the loser looks again
+            try:
+                return self._pool.run(work)
+            except self._pool.integrity_error:
+                continue
+        raise StoreError("could not claim a message-id node")
+
+    def renew_node(self, node: int, server_id: str, lease_until_ms: int) -> None:
+        """Push the lease of ``node`` (held by ``server_id``) to ``lease_until_ms``."""
+        self._write("UPDATE midnode SET lease = ? WHERE node = ? AND server = ? AND lease < ?",
+                    (lease_until_ms, node, server_id, lease_until_ms))

@@ -16,7 +16,7 @@ from tests.support.mariadb_server import MariaDBServer, free_port
 
 def _unavailable_calls(store: Store, uid: int) -> None:
     for call in (lambda: store.get_user(uid), lambda: store.register("during", "pw"),
-                 lambda: store.store_offline(uid, "lost?"), lambda: store.fetch_offline(uid)):
+                 lambda: store.store_offline(uid, "lost?"), lambda: store.offline_page(uid, 10)):
         start = time.monotonic()
         with pytest.raises(StoreUnavailable) as info:
             call()
@@ -42,7 +42,7 @@ def test_mysql_restart_is_survived_without_manual_steps(caplog: pytest.LogCaptur
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
         assert any("available again" in r.getMessage() for r in caplog.records)
-        assert [m for _, m in store.fetch_offline(uid)] == ["kept"]
+        assert [m for _, m in store.offline_page(uid, 10)] == ["kept"]
         assert store.authenticate(uid, "pw") is not None
         assert store.register("after", "pw") > uid
         store.close()

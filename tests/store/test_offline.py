@@ -1,6 +1,17 @@
 import threading
 
-from chat.store import Store
+import pytest
+
+from chat.mids import MAX_NODE
+from chat.store import Store, StoreError
+
+
+def fetch_all(store: Store, user_id: int) -> list[tuple[int, str]]:
+    """Every stored message of the user, a page at a time, as the outbox reads them."""
+    rows: list[tuple[int, str]] = []
+    while page := store.offline_page(user_id, 100, rows[-1][0] if rows else 0):
+        rows += page
+    return rows
 
 TRICKY = [
     '{"msgid":5,"msg":"你好，世界"}', "emoji 😀👍🏽🇨🇳", "quotes ' \" ` and \\ backslashes \\\\",
@@ -11,24 +22,26 @@ TRICKY = [
 def test_store_fetch_delete_in_order(store: Store) -> None:
     store.store_offline(1, "first")
     store.store_offline_many([(1, f"m{i}") for i in range(999)] + [(2, "other")])
-    rows = store.fetch_offline(1)
+    rows = fetch_all(store, 1)
     assert [m for _, m in rows] == ["first"] + [f"m{i}" for i in range(999)]
     assert [i for i, _ in rows] == sorted(i for i, _ in rows)
-    assert store.offline_count(1) == 1000
-    last = rows[-1][0]
+    assert store.offline_box(1) == (1000, len("first") + sum(len(f"m{i}") for i in range(999)))
     store.store_offline(1, "arrived after the fetch")
-    assert store.delete_offline(1, last) == 1000
-    assert [m for _, m in store.fetch_offline(1)] == ["arrived after the fetch"]
-    assert store.fetch_offline(2)[0][1] == "other"  # other users untouched
+    assert store.delete_offline(1, [i for i, _ in rows]) == 1000
+    assert [m for _, m in fetch_all(store, 1)] == ["arrived after the fetch"]
+    assert store.offline_box(1) == (1, len("arrived after the fetch"))
+    assert fetch_all(store, 2)[0][1] == "other"  # other users untouched
     assert store.offline_count(2) == 1
-    assert store.delete_offline(3, 10**12) == 0
+    assert store.delete_offline(3, [rows[0][0]]) == 0
+    assert store.delete_offline(2, [rows[0][0]]) == 0  # a row of another user stays
+    assert store.offline_count(1) == 1
     store.store_offline_many([])
 
 
 def test_unicode_round_trip(store: Store) -> None:
     for text in TRICKY:
         store.store_offline(7, text)
-    assert [m for _, m in store.fetch_offline(7)] == TRICKY
+    assert [m for _, m in fetch_all(store, 7)] == TRICKY
 
 
 def test_one_mib_messages(store: Store) -> None:
@@ -36,7 +49,7 @@ def test_one_mib_messages(store: Store) -> None:
     mixed = ("汉字😀'\"\\" * (1 << 20))[: (1 << 20) // 4]  # about 1 MiB of UTF-8
     store.store_offline(8, ascii_mib)
     store.store_offline_many([(8, mixed), (8, ascii_mib)])
-    assert [m for _, m in store.fetch_offline(8)] == [ascii_mib, mixed, ascii_mib]
+    assert [m for _, m in fetch_all(store, 8)] == [ascii_mib, mixed, ascii_mib]
 
 
 def test_concurrent_writers_keep_every_message(store: Store) -> None:
@@ -49,7 +62,7 @@ def test_concurrent_writers_keep_every_message(store: Store) -> None:
         t.start()
     for t in threads:
         t.join(20)
-    messages = [m for _, m in store.fetch_offline(9)]
+    messages = [m for _, m in fetch_all(store, 9)]
     assert sorted(messages) == sorted(f"{n}:{i}" for n in range(8) for i in range(25))
     for n in range(8):  # each writer's messages come back in its own order
         mine = [m for m in messages if m.startswith(f"{n}:")]
@@ -60,8 +73,46 @@ def test_store_offline_many_keeps_only_the_newest(store: Store) -> None:
     a = store.register("trim-a", "pw")
     b = store.register("trim-b", "pw")
     assert store.store_offline_many([(a, f"a{i}") for i in range(5)], keep=3) == {a: 2}
-    assert [m for _, m in store.fetch_offline(a)] == ["a2", "a3", "a4"]
+    assert [m for _, m in fetch_all(store, a)] == ["a2", "a3", "a4"]
     assert store.store_offline_many([(a, "a5"), (b, "b0")], keep=3) == {a: 1}
-    assert [m for _, m in store.fetch_offline(a)] == ["a3", "a4", "a5"]
+    assert [m for _, m in fetch_all(store, a)] == ["a3", "a4", "a5"]
     assert store.store_offline_many([(b, "b1")]) == {}
     assert store.offline_count(b) == 2
+
+
+def test_the_byte_cap_drops_the_oldest_until_under_it(store: Store) -> None:
+    a = store.register("bytes-a", "pw")
+    texts = ["€" * 10, "x" * 40, "y" * 40, "z" * 40]  # 30 bytes, then 40 each
+    assert store.store_offline_many([(a, t) for t in texts], keep_bytes=100) == {a: 2}
+    assert [m for _, m in fetch_all(store, a)] == texts[2:]
+    assert store.offline_box(a) == (2, 80)
+    ids, dropped = store.store_offline_rows(a, ["w" * 30, "v" * 30], keep=3, keep_bytes=1000)
+    assert dropped == 1 and len(ids) == 2 and ids == sorted(ids)
+    assert [m for _, m in fetch_all(store, a)] == texts[3:] + ["w" * 30, "v" * 30]
+    assert store.offline_box(a) == (3, 100)
+
+
+def test_a_page_starts_above_the_row_given(store: Store) -> None:
+    ids, _ = store.store_offline_rows(11, [f"p{i}" for i in range(10)])
+    assert [m for _, m in store.offline_page(11, 3)] == ["p0", "p1", "p2"]
+    assert [m for _, m in store.offline_page(11, 3, ids[4])] == ["p5", "p6", "p7"]
+    assert store.offline_page(11, 3, ids[-1]) == []
+
+
+def test_a_server_keeps_its_node_and_starts_above_its_lease(store: Store) -> None:
+    node, floor = store.claim_node("s1", now_ms=1000, lease_ms=500, max_node=MAX_NODE)
+    assert (node, floor) == (1, 0)
+    assert store.claim_node("s2", 1000, 500, MAX_NODE)[0] == 2
+    # s1 restarts with its clock gone back: its ids must start above its lease.
+    assert store.claim_node("s1", now_ms=900, lease_ms=500, max_node=MAX_NODE) == (1, 1500)
+    store.renew_node(1, "s1", 5000)
+    store.renew_node(1, "not s1", 9000)  # only the holder renews
+    assert store.claim_node("s1", 900, 500, MAX_NODE) == (1, 5000)
+
+
+def test_when_every_node_is_taken_the_longest_expired_is_reused(store: Store) -> None:
+    assert store.claim_node("a", 1000, 100, max_node=2) == (1, 0)
+    assert store.claim_node("b", 2000, 100, max_node=2) == (2, 0)
+    assert store.claim_node("c", 3000, 100, max_node=2) == (1, 1100)  # a's lease ended first
+    with pytest.raises(StoreError):
+        store.claim_node("d", 1500, 100, max_node=2)  # both leases still run at 1500
