@@ -121,12 +121,27 @@ class ChatSession:
         return self.request({"msgid": MsgId.REG_MSG, "name": name, "password": password},
                             MsgId.REG_MSG_ACK)
 
-    def login(self, user_id: int, password: str) -> Message:
-        ack = self.request({"msgid": MsgId.LOGIN_MSG, "id": user_id, "password": password},
-                           MsgId.LOGIN_MSG_ACK)
-        if ack.get("errno") == 0:
-            self.user_id, self.name = ack["id"], ack["name"]
-        return ack
+    def login(self, user_id: int, password: str, ack: bool = False) -> Message:
+        """Log in; with ``ack`` ask for acknowledged delivery (PROTOCOL.md)."""
+        request: Message = {"msgid": MsgId.LOGIN_MSG, "id": user_id, "password": password}
+        if ack:
+            request["ack"] = True
+        reply = self.request(request, MsgId.LOGIN_MSG_ACK)
+        if reply.get("errno") == 0:
+            self.user_id, self.name = reply["id"], reply["name"]
+        return reply
+
+    def backlog(self, login_ack: Message, timeout: float | None = None) -> list[Message]:
+        """Every stored message of a login: the ack's own, then the ``pending`` ones
+        that follow as frames of their own (without acknowledging them)."""
+        got = list(login_ack.get("offlinemsg", []))
+        for _ in range(login_ack.get("pending", 0)):
+            got.append(self.expect((MsgId.ONE_CHAT_MSG, MsgId.GROUP_CHAT_MSG), timeout))
+        return got
+
+    def acknowledge(self, mid: int) -> None:
+        """DELIVERY_ACK: every message up to and including ``mid`` arrived."""
+        self.send({"msgid": MsgId.DELIVERY_ACK, "mid": mid})
 
     def logout(self) -> Message:
         ack = self.request({"msgid": MsgId.LOGINOUT_MSG}, MsgId.LOGINOUT_MSG_ACK)

@@ -105,9 +105,12 @@ def test_one_to_one_chat_live_both_ways(user):
 
 def test_chat_ack_states_and_silence_without_seq(user, account):
     alice, bob, carol = user(), user(), account()
-    assert alice.chat(bob.account.id, "x", seq=1) == {
-        "msgid": 16, "errno": 0, "ref": 5, "state": "delivered", "seq": 1}
-    assert alice.chat(carol.id, "x", seq="s")["state"] == "stored"
+    ack = alice.chat(bob.account.id, "x", seq=1)
+    assert ack == {"msgid": 16, "errno": 0, "ref": 5, "state": "delivered", "seq": 1,
+                   "mid": ack["mid"]}
+    assert bob.expect(MsgId.ONE_CHAT_MSG)["mid"] == ack["mid"]
+    stored = alice.chat(carol.id, "x", seq="s")
+    assert stored["state"] == "stored" and stored["mid"] > ack["mid"]
     alice.chat(bob.account.id, "no seq")
     # The only frame alice gets next is the reply to a later request.
     assert alice.chat(bob.account.id, "y", seq=2)["seq"] == 2
@@ -141,10 +144,12 @@ def test_groups_create_join_and_fan_out(user):
     assert owner.create_group(name, "again")["errno"] == Errno.CONFLICT
     assert members[0].join_group(10**9)["errno"] == Errno.NOT_FOUND
     ack = members[1].group_chat(gid, "hello all", seq="g1")
-    assert ack == {"msgid": 16, "errno": 0, "ref": 9, "state": "delivered", "seq": "g1"}
+    assert ack == {"msgid": 16, "errno": 0, "ref": 9, "state": "delivered", "seq": "g1",
+                   "mid": ack["mid"], "live": 4, "stored": 0}
     for receiver in [owner, members[0], members[2], members[3]]:
         got = receiver.expect(MsgId.GROUP_CHAT_MSG)
         assert got["groupid"] == gid and got["msg"] == "hello all"
+        assert got["mid"] == ack["mid"]  # every member gets the same id
         assert got["id"] == members[1].account.id and got["name"] == members[1].account.name
     assert members[1].pushed == []
 
@@ -157,7 +162,8 @@ def test_group_chat_reaches_offline_members_at_login(user, account, sessions):
     s.login(later.id, later.password)
     s.join_group(gid)
     s.logout()
-    owner.group_chat(gid, "you missed this", seq=1)
+    sent = owner.group_chat(gid, "you missed this", seq=1)
+    assert (sent["live"], sent["stored"]) == (0, 1)
     ack = sessions().login(later.id, later.password)
     assert [m["msg"] for m in ack["offlinemsg"]] == ["you missed this"]
     assert ack["groups"][0]["users"][1] == {"id": later.id, "name": later.name,

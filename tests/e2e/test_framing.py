@@ -137,12 +137,16 @@ def test_sender_name_is_filled_by_the_server(user):
     # The usual request, exactly the recipient's fields, is forwarded as it is
     # but for the name; one with more fields is rebuilt without them.
     stamp = "2026-01-02 03:04:05"
-    for extra in ({}, {"seq": 7}, {"toid": bob.account.id}):
+    mids = []
+    for extra in ({}, {"seq": 7}, {"toid": bob.account.id}, {"mid": 1}):
         alice.send({"msgid": 5, "id": alice.account.id, "name": 12, "to": bob.account.id,
                     "time": stamp, "msg": "y", **extra})
-        assert bob.expect(MsgId.ONE_CHAT_MSG) == {
+        got = bob.expect(MsgId.ONE_CHAT_MSG)
+        mids.append(got.pop("mid"))
+        assert got == {
             "msgid": 5, "id": alice.account.id, "name": alice.account.name,
             "to": bob.account.id, "msg": "y", "time": stamp}, extra
+    assert mids == sorted(set(mids)) and mids[-1] != 1  # the server's ids, increasing
 
 
 def test_seq_is_echoed_unchanged_on_every_reply(sessions, account):

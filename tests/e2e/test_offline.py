@@ -28,9 +28,14 @@ def test_a_thousand_offline_messages_in_order_then_gone(user, account, sessions)
     assert alice.chat(bob.id, "last", seq="end")["state"] == "stored"
     s = sessions()
     ack = s.login(bob.id, bob.password)
-    assert [m["msg"] for m in ack["offlinemsg"]] == [f"m{i}" for i in range(1000)] + ["last"]
+    assert len(ack["offlinemsg"]) == 100 and ack["pending"] == 901  # --login-batch
+    got = s.backlog(ack)
+    assert [m["msg"] for m in got] == [f"m{i}" for i in range(1000)] + ["last"]
+    mids = [m["mid"] for m in got]
+    assert mids == sorted(set(mids))
     s.logout()
-    assert s.login(bob.id, bob.password)["offlinemsg"] == []
+    again = s.login(bob.id, bob.password)
+    assert again["offlinemsg"] == [] and again["pending"] == 0
 
 
 def test_offline_messages_keep_sender_and_group(user, account, sessions):
