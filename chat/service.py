@@ -18,7 +18,7 @@ import orjson
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
 from chat.mids import LEASE_MS, MAX_NODE, MIGRATION_NODE, MidGenerator, now_ms
-from chat.outbox import Caps, Entry, Outbox
+from chat.outbox import PUSH_LIMIT, Caps, Entry, Outbox
 from chat.presence import Presence
 from chat.protocol import (
     ACKED_REQUESTS,
@@ -232,8 +232,11 @@ class ChatService:
 
     def _outbox(self, conn: Connection, session: Session, user_id: int, acking: bool) -> Outbox:
         limits = self.limits
+        # Under half the high-water mark: the outbox alone never makes a client
+        # look like a slow reader (guards.py); what does not fit waits in storage.
         caps = Caps(window=limits.ack_window, keep=limits.max_offline,
-                    keep_bytes=limits.max_offline_bytes)
+                    keep_bytes=limits.max_offline_bytes,
+                    push_limit=min(PUSH_LIMIT, limits.high_water_mark // 2))
         return Outbox(user_id, acking, session.terminator, conn.send, conn.queued_bytes,
                       self.store, self.router.store_offline, self.router.send_receipts, caps)
 
