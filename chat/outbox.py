@@ -91,6 +91,7 @@ class Outbox:
         self.inflight: deque[Entry] = deque()
         self._inflight_bytes = 0
         self._cursor = 0  # the last stored row sent in this paging episode
+        self._undeleted: list[int] = []  # confirmed rows whose delete failed: retried
         self._terminator = terminator
         self._send = send
         self._queued = queued
@@ -162,6 +163,8 @@ class Outbox:
         self.closed = True
         live = [e for e in self.inflight if not e.row]
         self.inflight.clear()
+        if self._undeleted:
+            self._forget_stored([])
         if live:
             try:
                 self._store.store_offline_many([(self.user_id, e.payload.decode()) for e in live],
@@ -182,9 +185,9 @@ class Outbox:
         data = entry.payload
         if entry.row and self.acking:
             data = data[:-1] + _STORED_FLAG
-        self._send(data + self._terminator)
-        self.inflight.append(entry)
+        self.inflight.append(entry)  # first: a write-complete may follow the send at once
         self._inflight_bytes += len(entry.payload)
+        self._send(data + self._terminator)
 
     def _enter_backlog(self, entries: list[Entry]) -> None:
         """From now on new messages queue in storage; the live ones in flight go first."""
@@ -220,7 +223,8 @@ class Outbox:
         it sent, so a long backlog costs one short query per page.
         """
         while self.backlog and not self.closed and not self._full():
-            in_flight = {e.row for e in self.inflight if e.row} if not self._cursor else set()
+            in_flight = ({e.row for e in self.inflight if e.row} | set(self._undeleted)
+                         if not self._cursor else set())
             room = max(self.caps.window - len(self.inflight), 1) if self.acking else PAGE
             limit = room + len(in_flight)
             try:
@@ -242,12 +246,15 @@ class Outbox:
             self._cursor = 0
 
     def _forget_stored(self, rows: list[int]) -> None:
+        rows = self._undeleted + rows
         if not rows:
             return
         try:
             self._store.delete_offline(self.user_id, rows)
+            self._undeleted = []
         except StoreUnavailable as exc:
-            # Delivered but still stored: delivered again at the next login
-            # (at least once, never lost).
+            # Delivered but still stored: retried with the next delete or at
+            # close, else delivered again at the next login (never lost).
+            self._undeleted = rows
             log.warning("user %d: %d delivered message(s) not deleted yet: %s",
                         self.user_id, len(rows), exc)

@@ -225,9 +225,9 @@ class ChatService:
         except StoreUnavailable:
             self._drop_session(conn, session)
             raise
-        self._reply(conn, session, msg, ack)
-        if not acking:
+        if not acking:  # what the ack carries is confirmed once it is written
             conn.set_write_complete_callback(lambda _conn: outbox.on_written())
+        self._reply(conn, session, msg, ack)
         outbox.start_backlog(stored)
 
     def _outbox(self, conn: Connection, session: Session, user_id: int, acking: bool) -> Outbox:

@@ -57,6 +57,12 @@ class FakeConn:
     def set_write_complete_callback(self, cb: Callable[[Any], None] | None) -> None:
         self.written = cb
 
+    def run(self, cb: Callable[[], None]) -> None:
+        cb()
+
+    def queued_bytes(self) -> int:
+        return 0
+
     def talks_to(self, peer: Any) -> None:
         pass
 
@@ -87,7 +93,7 @@ def _login(service: ChatService, conn: FakeConn, uid: int) -> dict[str, Any]:
     return acks[0]
 
 
-@pytest.mark.parametrize("midway", ["fetch_offline", "friends_of", "groups_of"])
+@pytest.mark.parametrize("midway", ["offline_page", "friends_of", "groups_of"])
 def test_login_failing_midway_can_be_retried(
         world: tuple[ChatService, FlakyStore, int], midway: str) -> None:
     service, flaky, uid = world
@@ -151,7 +157,7 @@ def test_failed_delete_after_login_keeps_messages_and_retries_at_logout(
     assert flaky.real.offline_count(uid) == 0  # deleted when the session ended
 
 
-def test_flush_sends_only_what_the_login_did_not(
+def test_a_kick_sends_only_what_the_login_did_not(
         world: tuple[ChatService, FlakyStore, int]) -> None:
     service, flaky, uid = world
     conn = FakeConn()
@@ -159,8 +165,8 @@ def test_flush_sends_only_what_the_login_did_not(
     assert len(_login(service, conn, uid)["offlinemsg"]) == 3
     flaky.failing = set()
     flaky.real.store_offline(uid, orjson.dumps({"msgid": 5, "msg": "late"}).decode())
-    service.router.flush_offline(conn, conn.context, uid)
-    service.router.flush_offline(conn, conn.context, uid)
+    assert service.router.kick(uid)
+    assert service.router.kick(uid)
     pushed = [f["msg"] for f in conn.frames if f["msgid"] == MsgId.ONE_CHAT_MSG]
     assert pushed == ["late"]
     assert flaky.real.offline_count(uid) == 0

@@ -30,12 +30,12 @@ def test_stored_messages_and_logins_survive_kill_9(tmp_path):
             assert s1.login(a, "pw")["errno"] == 0
             assert s2.login(b, "pw")["errno"] == 0
             ack = s3.login(c, "pw")
-            assert [m["msg"] for m in ack["offlinemsg"]] == [f"m{i}" for i in range(200)]
+            assert [m["msg"] for m in s3.backlog(ack)] == [f"m{i}" for i in range(200)]
     finally:
         srv.kill()
 
 
-def test_offline_messages_stay_stored_until_the_login_ack_is_written(tmp_path):
+def test_unacknowledged_messages_survive_kill_9_of_the_server_sending_them(tmp_path):
     db = f"sqlite:///{tmp_path / 'chat.db'}"
     srv = ServerProcess(db, extra=["--server-id", "solo", "--slow-grace", "60",
                                    "--rate", "1e6", "--burst", "100000"]).start()
@@ -44,20 +44,24 @@ def test_offline_messages_stay_stored_until_the_login_ack_is_written(tmp_path):
             sender = s.register("sender", "pw")["id"]
             uid = s.register("reader", "pw")["id"]
             assert s.login(sender, "pw")["errno"] == 0
-            texts = [f"{i:05d}" + "w" * 2000 for i in range(6000)]  # a 12 MB login ack
+            texts = [f"{i:05d}" + "w" * 2000 for i in range(2000)]  # 4 MB
             for text in texts:
                 s.send({"msgid": MsgId.ONE_CHAT_MSG, "to": uid, "msg": text})
             assert s.chat(uid, "end", seq=1)["state"] == "stored"
         stuck = socket.socket()
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         stuck.connect(("127.0.0.1", srv.port))
-        stuck.sendall(b'{"msgid":1,"id":%d,"password":"pw"}\n' % uid)
+        stuck.sendall(b'{"msgid":1,"id":%d,"password":"pw","ack":true}\n' % uid)
         stuck.settimeout(30)
-        assert stuck.recv(1, socket.MSG_PEEK)  # the ack is being written ...
-        srv = restart(srv, db)  # ... and is still mostly in the server's buffer
+        assert stuck.recv(1, socket.MSG_PEEK)  # messages are being delivered ...
+        srv = restart(srv, db)  # ... and none was acknowledged
         stuck.close()
         with srv.connect() as s:
-            got = [m["msg"] for m in s.login(uid, "pw")["offlinemsg"]]
-        assert got == [*texts, "end"]
+            ack = s.login(uid, "pw", ack=True)
+            got = []
+            for _ in range(ack["pending"]):
+                got.append(s.expect((MsgId.ONE_CHAT_MSG, MsgId.GROUP_CHAT_MSG)))
+                s.acknowledge(got[-1]["mid"])
+        assert [m["msg"] for m in got] == [*texts, "end"]
     finally:
         srv.kill()
