@@ -10,8 +10,9 @@ def test_one_to_one_both_ways(shared: Cluster) -> None:
     a, b = shared.user(0), shared.user(1)
     ack = a.chat(b.user_id, "hello from 0", seq=1)
     assert ack == {"msgid": MsgId.CHAT_MSG_ACK, "seq": 1, "errno": 0, "ref": 5,
-                   "state": "delivered"}
+                   "state": "delivered", "mid": ack["mid"]}
     got = b.expect(MsgId.ONE_CHAT_MSG)
+    assert got["mid"] == ack["mid"]  # the same id through the other server
     assert (got["id"], got["name"], got["to"], got["msg"]) == (a.user_id, a.name, b.user_id,
                                                                "hello from 0")
     assert b.chat(a.user_id, "hello from 1", seq="x")["state"] == "delivered"

@@ -134,9 +134,10 @@ def test_two_tls_clients_register_log_in_and_chat_through_nginx(front: TlsFront)
         a, b = alice.user_id, bob.user_id
         assert a is not None and b is not None
         assert alice.add_friend(b)["errno"] == 0
-        assert alice.chat(b, "hello over TLS", seq=1) == {
+        ack = alice.chat(b, "hello over TLS", seq=1)
+        assert ack == {
             "msgid": MsgId.CHAT_MSG_ACK, "seq": 1, "errno": 0, "ref": MsgId.ONE_CHAT_MSG,
-            "state": "delivered"}
+            "state": "delivered", "mid": ack["mid"]}
         got = bob.expect(MsgId.ONE_CHAT_MSG)
         assert (got["id"], got["msg"]) == (a, "hello over TLS")
         ack = bob.chat(a, "ünïcödé back", seq="b1")
