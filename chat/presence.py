@@ -13,12 +13,23 @@ somewhere, and the claim is refused unless the holder cannot hold it:
 
 A process clears only its own users, at start (what a crash left) and at
 shutdown, never those of other processes.
+
+A release waits on Redis (the unsubscribe must be confirmed before the
+database says offline) and on the database; it must not hold up a loop, or a
+burst of disconnects would stall every connection of that loop.  So
+``release`` takes the user off the online map at once and hands the rest to
+one releasing thread, in order.  Until that is done the router holds the user
+as "releasing": a login of the same user here meanwhile is refused as online
+(errno 2; the client retries), so a new subscription is never undone by an
+old unsubscribe, nor a new online state by an old offline one.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+from collections.abc import Callable
 
 from chat.bus import Bus
 from chat.router import Router
@@ -36,6 +47,10 @@ class Presence:
         self.server_id = server_id
         self._lock = threading.Lock()
         self._unreleased: set[int] = set()  # left here, still online in the database
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._releaser = threading.Thread(target=self._run_releases, name="releaser",
+                                          daemon=True)
+        self._releaser.start()
 
     def clear_own(self) -> None:
         """At start: users a crash of this server left online are offline."""
@@ -75,12 +90,19 @@ class Presence:
         return True
 
     def release(self, user_id: int, conn: Connection) -> None:
-        """The user left ``conn``: offline here at once, and in the database if it answers."""
-        self.router.detach(user_id, conn)
-        # Before the database says offline: a login elsewhere must find us
-        # no longer subscribed, or both would take the user's next message.
-        self.bus.unsubscribe(user_id)
+        """The user left ``conn``: offline here at once, in the cluster soon after.
+
+        Safe from any thread; returns without waiting on Redis or the database.
+        """
+        if self.router.detach(user_id, conn):
+            self._jobs.put(lambda: self._release(user_id))
+
+    def _release(self, user_id: int) -> None:
+        """Releasing thread: unsubscribe, then mark offline, then let logins in."""
         try:
+            # Before the database says offline: a login elsewhere must find us
+            # no longer subscribed, or both would take the user's next message.
+            self.bus.unsubscribe(user_id)
             self.store.mark_offline(user_id, self.server_id)
         except StoreUnavailable as exc:
             # Offline here all the same.  Until ``retry_releases`` succeeds, a
@@ -89,6 +111,26 @@ class Presence:
                         user_id, exc)
             with self._lock:
                 self._unreleased.add(user_id)
+        finally:
+            self.router.released(user_id)
+
+    def _run_releases(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:
+                log.exception("bug while releasing a user")
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the releases queued so far are done; False if not in time."""
+        done = threading.Event()
+        self._jobs.put(done.set)
+        return done.wait(timeout)
+
+    def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the releases queued so far, then stop the thread."""
+        self._jobs.put(None)
+        self._releaser.join(timeout)
 
     def retry_releases(self) -> None:
         """Mark offline the users whose release failed, once the database answers.
@@ -115,6 +157,7 @@ class Presence:
 
     def release_all(self) -> None:
         """At shutdown: every user of this process (and only of this process) goes offline."""
+        self.drain(1.0)
         self.bus.unsubscribe_many(self.router.detach_all())
         try:
             self.store.reset_server(self.server_id)

@@ -50,13 +50,15 @@ class Router:
         self._lock = threading.Lock()
         self._online: dict[int, Connection] = {}
         self._claiming: set[int] = set()  # logins between their checks and ``attach``
+        self._releasing: set[int] = set()  # left, their release not done yet (presence)
 
     # -- the online map (safe from any thread) -----------------------------------
 
     def reserve(self, user_id: int) -> bool:
         """Claim ``user_id`` for a login in progress; False if here or being claimed."""
         with self._lock:
-            if user_id in self._online or user_id in self._claiming:
+            if user_id in self._online or user_id in self._claiming \
+                    or user_id in self._releasing:
                 return False
             self._claiming.add(user_id)
             return True
@@ -70,10 +72,19 @@ class Router:
         with self._lock:
             self._claiming.discard(user_id)
 
-    def detach(self, user_id: int, conn: Connection) -> None:
+    def detach(self, user_id: int, conn: Connection) -> bool:
+        """Take ``conn`` off the map as the user's; True if it was, and the user is
+        "releasing" until ``released``."""
         with self._lock:
-            if self._online.get(user_id) is conn:
-                del self._online[user_id]
+            if self._online.get(user_id) is not conn:
+                return False
+            del self._online[user_id]
+            self._releasing.add(user_id)
+            return True
+
+    def released(self, user_id: int) -> None:
+        with self._lock:
+            self._releasing.discard(user_id)
 
     def connection(self, user_id: int) -> Connection | None:
         with self._lock:

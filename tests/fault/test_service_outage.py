@@ -102,6 +102,7 @@ def test_login_failing_midway_can_be_retried(
     ack = _login(service, conn, uid)
     assert ack["errno"] == Errno.SERVER_ERROR and ack["errmsg"]
     assert conn.context.user_id is None and service.online_count() == 0
+    assert service.presence.settle()
     assert flaky.real.holder(uid) == "s1"  # the row is stale ...
 
     flaky.failing = set()
@@ -132,6 +133,7 @@ def _logout_during_outage(service: ChatService, flaky: FlakyStore, uid: int) -> 
     assert _login(service, conn, uid)["errno"] == 0
     flaky.failing = {"mark_offline"}
     service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
+    assert service.presence.settle()
     return conn
 
 
@@ -155,6 +157,7 @@ def test_failed_delete_after_login_keeps_messages_and_retries_at_logout(
     flaky.failing = set()
     service.handle(conn, conn.context, {"msgid": int(MsgId.LOGINOUT_MSG)})
     assert flaky.real.offline_count(uid) == 0  # deleted when the session ended
+    assert service.presence.settle()
 
 
 def test_a_kick_sends_only_what_the_login_did_not(
