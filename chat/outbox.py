@@ -153,8 +153,10 @@ class Outbox:
         rows = [e.row for e in self.inflight if e.row]
         self.inflight.clear()
         self._inflight_bytes = 0
-        self._forget_stored(rows)
-        self._refill()
+        if rows or self._undeleted:  # the usual live message costs no more than this
+            self._forget_stored(rows)
+        if self.backlog:
+            self._refill()
 
     def close(self) -> None:
         """The login ended: store what came live and was not confirmed."""
