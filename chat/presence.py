@@ -38,6 +38,8 @@ from chat.store import Store, StoreUnavailable
 
 log = logging.getLogger("chat.presence")
 
+RELEASE_WAIT = 3.0  # a login waits this long for a release of the same user here
+
 
 class Presence:
     def __init__(self, store: Store, bus: Bus, router: Router, server_id: str) -> None:
@@ -65,7 +67,12 @@ class Presence:
         from both getting through.
         """
         if not self.router.reserve(user_id):
-            return False
+            # Logged out a moment ago here: the release is quick, so wait for it
+            # rather than refuse a client that logs out and in again.
+            with self.store.blocking():
+                settled = self.router.wait_released(user_id, RELEASE_WAIT)
+            if not settled or not self.router.reserve(user_id):
+                return False
         try:
             if not self.store.mark_online(user_id, self.server_id) and not self._take_over(user_id):
                 return False

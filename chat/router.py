@@ -48,6 +48,7 @@ class Router:
         self.max_offline = max_offline
         self.max_offline_bytes = max_offline_bytes
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
         self._online: dict[int, Connection] = {}
         self._claiming: set[int] = set()  # logins between their checks and ``attach``
         self._releasing: set[int] = set()  # left, their release not done yet (presence)
@@ -85,6 +86,12 @@ class Router:
     def released(self, user_id: int) -> None:
         with self._lock:
             self._releasing.discard(user_id)
+            self._released.notify_all()
+
+    def wait_released(self, user_id: int, timeout: float) -> bool:
+        """Wait until a release of ``user_id`` here is done; False if still going."""
+        with self._lock:
+            return self._released.wait_for(lambda: user_id not in self._releasing, timeout)
 
     def connection(self, user_id: int) -> Connection | None:
         with self._lock:

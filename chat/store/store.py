@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import GroupNameTaken, NameTaken, StoreError
 from .passwords import hash_password, verify_password
-from .pool import ConnectionPool
+from .pool import Blocking, ConnectionPool
 from .records import Group, GroupMember, User
 from .schema import create_statements
 
@@ -38,6 +38,11 @@ class Store:
         self._pool = pool
         self._sql = pool.dialect.sql
         self._password_cost = password_cost
+
+    @property
+    def blocking(self) -> Blocking:
+        """The context manager every wait of the store runs inside (see pool.py)."""
+        return self._pool.blocking
 
     def _exec(self, cur: Cursor, query: str, params: tuple[Any, ...] = ()) -> Cursor:
         cur.execute(self._sql(query), params)
