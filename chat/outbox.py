@@ -148,7 +148,7 @@ class Outbox:
 
     def on_written(self) -> None:
         """The connection's output drained: a login without acks has its messages."""
-        if self.acking or self.closed or not self.inflight:
+        if self.acking or not self.inflight:
             return
         rows = [e.row for e in self.inflight if e.row]
         self.inflight.clear()
@@ -158,15 +158,22 @@ class Outbox:
         if self.backlog:
             self._refill()
 
-    def close(self) -> None:
-        """The login ended: store what came live and was not confirmed."""
+    def close(self, gone: bool = True) -> None:
+        """The login ended: store what came live and was not confirmed.
+
+        ``gone``: the connection is closed.  If it is not (a logout, or the
+        server closing it after a last reply), what a login without acks has
+        queued is still written, and ``on_written`` confirms it as before.
+        """
         if self.closed:
             return
         self.closed = True
-        live = [e for e in self.inflight if not e.row]
-        self.inflight.clear()
         if self._undeleted:
             self._forget_stored([])
+        if not self.acking and not gone:
+            return
+        live = [e for e in self.inflight if not e.row]
+        self.inflight.clear()
         if live:
             try:
                 self._store.store_offline_many([(self.user_id, e.payload.decode()) for e in live],

@@ -298,9 +298,12 @@ class ChatService:
         if user_id is None:
             return
         session.user_id = session.name = None
-        if session.outbox is not None:
-            conn.set_write_complete_callback(None)
-            session.outbox.close()  # before the release: a new login must find it stored
+        outbox = session.outbox
+        if outbox is not None:
+            gone = not conn.connected
+            if gone or outbox.acking:
+                conn.set_write_complete_callback(None)
+            outbox.close(gone)  # before the release: a new login must find it stored
         self.presence.release(user_id, conn)
 
     def delivery_ack(self, conn: Connection, session: Session, msg: Message) -> None:

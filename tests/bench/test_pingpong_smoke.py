@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,8 @@ def test_online_one_to_one_chat_touches_no_store() -> None:
             raise AssertionError(f"the store was used: {name}")
 
     class Conn:
+        connected = True
+
         def __init__(self, name: str, user_id: int) -> None:
             self.name = name
             self.context = Session(post=lambda cb: cb())
@@ -89,6 +92,12 @@ def test_online_one_to_one_chat_touches_no_store() -> None:
         def send(self, data: bytes) -> None:
             self.sent.append(data)
 
+        def run(self, cb: Callable[[], None]) -> None:
+            cb()
+
+        def queued_bytes(self) -> int:
+            return 0
+
         def talks_to(self, peer: object) -> None: ...
 
         def shutdown(self) -> None: ...
@@ -97,8 +106,9 @@ def test_online_one_to_one_chat_touches_no_store() -> None:
 
     service = ChatService(NoStore(), LocalBus(), "bench")  # type: ignore[arg-type]
     a, b = Conn("a", 1), Conn("b", 2)
-    service.router.attach(1, a)  # as login leaves them
-    service.router.attach(2, b)
+    for conn, uid in ((a, 1), (b, 2)):  # as login leaves them
+        conn.context.outbox = service._outbox(conn, conn.context, uid, acking=False)
+        service.router.attach(uid, conn)
     service.on_data(a, a.context, b'{"msgid":5,"to":2,"msg":"hi"}\n')
     service.on_data(b, b.context, b'{"msgid":5,"id":2,"toid":1,"msg":"yo","seq":3}\n')
     assert json.loads(b.sent[0])["msg"] == "hi"

@@ -43,6 +43,7 @@ class FakeConn:
 
     name = "fake"
     peer_address = ("127.0.0.1", 5555)
+    connected = True
 
     def __init__(self) -> None:
         self.context: Session = Session(post=lambda fn: fn())
