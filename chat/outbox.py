@@ -193,7 +193,9 @@ class Outbox:
     def _push(self, entry: Entry) -> None:
         data = entry.payload
         if entry.row and self.acking:
-            data = data[:-1] + _STORED_FLAG
+            body = data.rstrip()
+            if body.endswith(b"}"):  # one object, as the server stores them
+                data = body[:-1] + (_STORED_FLAG if len(body) > 2 else _STORED_FLAG[1:])
         self.inflight.append(entry)  # first: a write-complete may follow the send at once
         self._inflight_bytes += len(entry.payload)
         self._send(data + self._terminator)
