@@ -10,9 +10,13 @@ give ids to messages stored before mids existed.  Within a node the
 generator never goes backwards: it counts on from the last id it gave, so a
 clock stepped back or 4,096 messages in one millisecond borrow milliseconds
 from the future rather than repeat an id.  Across restarts the claim
-carries a lease (a time up to which the node may have given ids); a
-restarted server starts above it, so a clock that went back meanwhile does
-not repeat ids either.
+records the time of the last id the node gave, written every second
+(``renew_node``); a restarted server starts above it, so a clock that went
+back meanwhile does not repeat ids either (ids of the last second before a
+crash excepted, if the clock went back by more than the restart took).  The
+record is the last id's time and not a lease ahead of the clock: a server
+that restarted must not give ids ahead of the others', or a sender who moves
+from it to another server would get smaller ones.
 
 Later messages of one sender get larger ids: on one server because the
 generator only counts up, across servers (a user who logs in elsewhere) as
@@ -31,7 +35,7 @@ SEQ_BITS = 12
 MAX_NODE = (1 << NODE_BITS) - 1
 MIGRATION_NODE = 0  # ids given by chat.migrate to messages stored before mids
 _SEQ_MASK = (1 << SEQ_BITS) - 1
-LEASE_MS = 60_000  # how far ahead a claim reserves the clock (renewed well before)
+DEAD_AFTER_MS = 3_600_000  # a node not recorded for this long may go to a new server
 
 
 def now_ms() -> int:
@@ -81,5 +85,5 @@ class MidGenerator:
 
     @property
     def last_ms(self) -> int:
-        """The time of the last id given (or of the floor): what a lease must cover."""
+        """The time of the last id given (or of the floor): what the record keeps."""
         return mid_time_ms(self._last)

@@ -69,6 +69,7 @@ class Entry:
 
 Receipts = Callable[[int, list[tuple[int, int]]], None]  # (recipient, [(sender, mid)])
 StoreLive = Callable[[list[tuple[int, bytes]]], None]  # the router's store_offline
+KeepUnstored = Callable[[int, list[bytes]], None]  # the router's keep_unstored
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,8 @@ class Caps:
 class Outbox:
     def __init__(self, user_id: int, acking: bool, terminator: bytes,
                  send: Callable[[bytes], None], queued: Callable[[], int],
-                 store: Store, store_live: StoreLive, receipts: Receipts, caps: Caps) -> None:
+                 store: Store, store_live: StoreLive, receipts: Receipts, caps: Caps,
+                 keep_unstored: KeepUnstored) -> None:
         self.user_id = user_id
         self.acking = acking
         self.closed = False
@@ -98,6 +100,7 @@ class Outbox:
         self._store = store
         self._store_live = store_live
         self._receipts = receipts
+        self._keep_unstored = keep_unstored
         self.caps = caps
 
     # -- in ------------------------------------------------------------------
@@ -179,8 +182,9 @@ class Outbox:
                 self._store.store_offline_many([(self.user_id, e.payload.decode()) for e in live],
                                                self.caps.keep, self.caps.keep_bytes)
             except StoreUnavailable as exc:
-                log.error("user %d: %d unconfirmed message(s) lost, storage unavailable: %s",
-                          self.user_id, len(live), exc)
+                log.warning("user %d: %d unconfirmed message(s) kept in memory until storage "
+                            "answers: %s", self.user_id, len(live), exc)
+                self._keep_unstored(self.user_id, [e.payload for e in live])
 
     # -- out -----------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ class Presence:
         The router's reservation keeps two logins of one user on this server
         from both getting through.
         """
+        self.router.store_unstored(user_id)  # a last login's, before this one's backlog
         if not self.router.reserve(user_id):
             # Logged out a moment ago here: the release is quick, so wait for it
             # rather than refuse a client that logs out and in again.
@@ -110,6 +111,7 @@ class Presence:
             # Before the database says offline: a login elsewhere must find us
             # no longer subscribed, or both would take the user's next message.
             self.bus.unsubscribe(user_id)
+            self.router.store_unstored(user_id)  # before offline: a login elsewhere reads it
             self.store.mark_offline(user_id, self.server_id)
         except StoreUnavailable as exc:
             # Offline here all the same.  Until ``retry_releases`` succeeds, a
@@ -152,6 +154,7 @@ class Presence:
             if not self.router.reserve(user_id):
                 continue  # online here again: the row is right as it is
             try:
+                self.router.store_unstored(user_id)
                 self.store.mark_offline(user_id, self.server_id)
             except StoreUnavailable:
                 with self._lock:

@@ -52,6 +52,9 @@ class Router:
         self._online: dict[int, Connection] = {}
         self._claiming: set[int] = set()  # logins between their checks and ``attach``
         self._releasing: set[int] = set()  # left, their release not done yet (presence)
+        # Messages a closing login could not store (the database was down), per
+        # user: stored before the user's release completes or next login starts.
+        self._unstored: dict[int, list[bytes]] = {}
 
     # -- the online map (safe from any thread) -----------------------------------
 
@@ -87,6 +90,25 @@ class Router:
         with self._lock:
             self._releasing.discard(user_id)
             self._released.notify_all()
+
+    def keep_unstored(self, user_id: int, payloads: list[bytes]) -> None:
+        with self._lock:
+            self._unstored.setdefault(user_id, []).extend(payloads)
+
+    def store_unstored(self, user_id: int) -> None:
+        """Store what ``keep_unstored`` kept for the user; StoreUnavailable keeps it."""
+        with self._lock:
+            payloads = self._unstored.pop(user_id, None)
+        if not payloads:
+            return
+        try:
+            self.store.store_offline_many([(user_id, p.decode()) for p in payloads],
+                                          keep=self.max_offline, keep_bytes=self.max_offline_bytes)
+        except StoreUnavailable:
+            with self._lock:
+                self._unstored[user_id] = payloads + self._unstored.get(user_id, [])
+            raise
+        log.info("user %d: %d message(s) kept in memory are stored now", user_id, len(payloads))
 
     def wait_released(self, user_id: int, timeout: float) -> bool:
         """Wait until a release of ``user_id`` here is done; False if still going."""

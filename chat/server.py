@@ -33,7 +33,7 @@ log = logging.getLogger("chat.server")
 
 SHUTDOWN_GRACE = 3.0
 RETRY_RELEASES_EVERY = 2.0  # seconds between retries of logouts the database missed
-RENEW_LEASE_EVERY = 10.0  # seconds between renewals of the message-id lease (60 s)
+RECORD_MIDS_EVERY = 1.0  # seconds between records of the last message id's time
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -106,7 +106,7 @@ class ChatServer:
         self.tcp.start()
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
-        self.loop.run_every(RENEW_LEASE_EVERY, self._renew_lease)
+        self.loop.run_every(RECORD_MIDS_EVERY, self._record_mids)
         host, port = self.tcp.address[:2]
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
 
@@ -114,8 +114,8 @@ class ChatServer:
         # A database call: not in the accepting loop, but where handlers run.
         self.tcp.thread_pool.next_loop().queue_in_loop(self.service.presence.retry_releases)
 
-    def _renew_lease(self) -> None:
-        self.tcp.thread_pool.next_loop().queue_in_loop(self.service.renew_lease)
+    def _record_mids(self) -> None:
+        self.tcp.thread_pool.next_loop().queue_in_loop(self.service.record_mids)
 
     def on_connection(self, conn: TcpConnection) -> None:
         if conn.connected:

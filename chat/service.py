@@ -17,7 +17,7 @@ import orjson
 
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
-from chat.mids import LEASE_MS, MAX_NODE, MIGRATION_NODE, MidGenerator, now_ms
+from chat.mids import DEAD_AFTER_MS, MAX_NODE, MIGRATION_NODE, MidGenerator, now_ms
 from chat.outbox import PUSH_LIMIT, Caps, Entry, Outbox
 from chat.presence import Presence
 from chat.protocol import (
@@ -63,6 +63,7 @@ class ChatService:
         self.limits = limits or Limits()
         self.router = Router(store, bus, self.limits.max_offline, self.limits.max_offline_bytes)
         self.mids = MidGenerator(MIGRATION_NODE)  # until start() claims this server's node
+        self._mids_recorded = 0
         self.presence = Presence(store, bus, self.router, server_id)
         self._failed_accounts = FailureThrottle(self.limits.account_failures,
                                                 self.limits.login_window)
@@ -84,21 +85,24 @@ class ChatService:
     def start(self) -> None:
         """Claim a message-id node, clear what a crash of this server left online,
         then start routing."""
-        node, floor = self.store.claim_node(self.server_id, now_ms(), LEASE_MS, MAX_NODE)
+        node, floor = self.store.claim_node(self.server_id, now_ms(), DEAD_AFTER_MS, MAX_NODE)
         self.mids = MidGenerator(node, floor)
         self.presence.clear_own()
         self.bus.start(self.router.deliver_from_bus, self.router.kick)
 
-    def renew_lease(self) -> None:
-        """Keep this server's message-id node leased ahead of the ids it gives.
+    def record_mids(self) -> None:
+        """Record the time of this server's last message id (chat/mids.py says why).
 
         A database call: from a thread that may block (a loop of the pool).
         """
+        last = self.mids.last_ms
+        if last == self._mids_recorded:
+            return
         try:
-            self.store.renew_node(self.mids.node, self.server_id,
-                                  max(now_ms(), self.mids.last_ms) + LEASE_MS)
+            self.store.renew_node(self.mids.node, self.server_id, last)
+            self._mids_recorded = last
         except StoreUnavailable as exc:
-            log.warning("message-id lease not renewed: %s", exc)
+            log.debug("time of the last message id not recorded: %s", exc)
 
     # -- frames in -------------------------------------------------------------
 
@@ -216,8 +220,13 @@ class ChatService:
         self._failed_accounts.succeeded(user_id)
         outbox = self._outbox(conn, session, user.id, acking)
         session.outbox = outbox  # before the claim: live messages may follow at once
-        if not self.presence.claim(user_id, conn):
-            session.outbox = None
+        claimed = False
+        try:
+            claimed = self.presence.claim(user_id, conn)
+        finally:
+            if not claimed:
+                session.outbox = None
+        if not claimed:
             raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
         session.user_id, session.name = user.id, user.name
         try:
@@ -238,7 +247,8 @@ class ChatService:
                     keep_bytes=limits.max_offline_bytes,
                     push_limit=min(PUSH_LIMIT, limits.high_water_mark // 2))
         return Outbox(user_id, acking, session.terminator, conn.send, conn.queued_bytes,
-                      self.store, self.router.store_offline, self.router.send_receipts, caps)
+                      self.store, self.router.store_offline, self.router.send_receipts, caps,
+                      self.router.keep_unstored)
 
     def _login_ack(self, outbox: Outbox, user_id: int, name: str) -> tuple[Message, int]:
         """The login ack, and how many stored messages are left to page out after it.

@@ -335,37 +335,36 @@ class Store:
 
     # -- message id nodes ------------------------------------------------------
 
-    def claim_node(self, server_id: str, now_ms: int, lease_ms: int, max_node: int
+    def claim_node(self, server_id: str, now_ms: int, dead_after_ms: int, max_node: int
                    ) -> tuple[int, int]:
         """The message-id node of ``server_id`` and the time its ids must start above.
 
         A server keeps its node across restarts; a new one takes the lowest
-        free number, or else the one whose lease ran out longest ago.  The
-        lease is pushed ``lease_ms`` ahead of ``now_ms``.
+        free number, or else the one not recorded for the longest time, if
+        that is over ``dead_after_ms`` ago.
         """
         def work(cur: Cursor) -> tuple[int, int]:
             lock = self._pool.dialect.lock_rows
             rows = self._exec(cur, f"SELECT node, server, lease FROM midnode ORDER BY node{lock}"
                               ).fetchall()
-            mine = [(n, lease) for n, server, lease in rows if server == server_id]
+            mine = [(int(n), int(last)) for n, server, last in rows if server == server_id]
             taken = {int(n) for n, _, _ in rows}
+            free = [n for n in range(1, max_node + 1) if n not in taken]
             if mine:
-                node, floor = int(mine[0][0]), int(mine[0][1])
+                node, floor = mine[0]
+            elif free:
+                node, floor = free[0], 0
+                self._exec(cur, "INSERT INTO midnode (node, server, lease) VALUES (?, ?, 0)",
+                           (node, server_id))
             else:
-                free = [n for n in range(1, max_node + 1) if n not in taken]
-                if free:
-                    node, floor = free[0], 0
-                    self._exec(cur, "INSERT INTO midnode (node, server, lease) VALUES (?, ?, 0)",
-                               (node, server_id))
-                else:
-                    node, _, floor = min(rows, key=lambda r: int(r[2]))
-                    node, floor = int(node), int(floor)
-                    if floor > now_ms:
-                        raise StoreError("every message-id node is leased by a live server")
-                    self._exec(cur, "UPDATE midnode SET server = ? WHERE node = ?",
-                               (server_id, node))
+                node, floor = min(((int(n), int(last)) for n, _, last in rows),
+                                  key=lambda r: r[1])
+                if floor > now_ms - dead_after_ms:
+                    raise StoreError("every message-id node belongs to a live server")
+                self._exec(cur, "UPDATE midnode SET server = ? WHERE node = ?",
+                           (server_id, node))
             self._exec(cur, "UPDATE midnode SET lease = ? WHERE node = ?",
-                       (max(now_ms, floor) + lease_ms, node))
+                       (max(now_ms, floor), node))  # a claim is a sign of life too
             return node, floor
 
         for _ in range(5):  # two servers took the same free number: the loser looks again
@@ -375,7 +374,7 @@ class Store:
                 continue
         raise StoreError("could not claim a message-id node")
 
-    def renew_node(self, node: int, server_id: str, lease_until_ms: int) -> None:
-        """Push the lease of ``node`` (held by ``server_id``) to ``lease_until_ms``."""
+    def renew_node(self, node: int, server_id: str, last_ms: int) -> None:
+        """Record that ``node`` (held by ``server_id``) gave ids up to time ``last_ms``."""
         self._write("UPDATE midnode SET lease = ? WHERE node = ? AND server = ? AND lease < ?",
-                    (lease_until_ms, node, server_id, lease_until_ms))
+                    (last_ms, node, server_id, last_ms))

@@ -99,20 +99,23 @@ def test_a_page_starts_above_the_row_given(store: Store) -> None:
     assert store.offline_page(11, 3, ids[-1]) == []
 
 
-def test_a_server_keeps_its_node_and_starts_above_its_lease(store: Store) -> None:
-    node, floor = store.claim_node("s1", now_ms=1000, lease_ms=500, max_node=MAX_NODE)
+def test_a_server_keeps_its_node_and_starts_above_its_last_id(store: Store) -> None:
+    hour = 3_600_000
+    node, floor = store.claim_node("s1", now_ms=1000, dead_after_ms=hour, max_node=MAX_NODE)
     assert (node, floor) == (1, 0)
-    assert store.claim_node("s2", 1000, 500, MAX_NODE)[0] == 2
-    # s1 restarts with its clock gone back: its ids must start above its lease.
-    assert store.claim_node("s1", now_ms=900, lease_ms=500, max_node=MAX_NODE) == (1, 1500)
-    store.renew_node(1, "s1", 5000)
-    store.renew_node(1, "not s1", 9000)  # only the holder renews
-    assert store.claim_node("s1", 900, 500, MAX_NODE) == (1, 5000)
+    assert store.claim_node("s2", 1000, hour, MAX_NODE)[0] == 2
+    store.renew_node(1, "s1", 1500)
+    store.renew_node(1, "not s1", 9000)  # only the holder records
+    store.renew_node(1, "s1", 1200)  # never backwards
+    # s1 restarts with its clock gone back: its ids must start above its last one.
+    assert store.claim_node("s1", now_ms=900, dead_after_ms=hour, max_node=MAX_NODE) == (1, 1500)
 
 
-def test_when_every_node_is_taken_the_longest_expired_is_reused(store: Store) -> None:
+def test_when_every_node_is_taken_the_longest_silent_is_reused(store: Store) -> None:
     assert store.claim_node("a", 1000, 100, max_node=2) == (1, 0)
     assert store.claim_node("b", 2000, 100, max_node=2) == (2, 0)
-    assert store.claim_node("c", 3000, 100, max_node=2) == (1, 1100)  # a's lease ended first
+    store.renew_node(1, "a", 1100)
+    store.renew_node(2, "b", 2100)
+    assert store.claim_node("c", 3000, 100, max_node=2) == (1, 1100)  # a was silent longest
     with pytest.raises(StoreError):
-        store.claim_node("d", 1500, 100, max_node=2)  # both leases still run at 1500
+        store.claim_node("d", 2150, 100, max_node=2)  # b recorded an id 50 ms ago
