@@ -1,0 +1,125 @@
+"""The outbox over a real SQLite store, with a list standing in for the connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from chat.outbox import Caps, Entry, Outbox
+from chat.store import Store, open_store
+
+USER = 7
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'chat.db'}", password_cost=4)
+    yield s
+    s.close()
+
+
+class Wire:
+    """What the outbox sent, and what it handed back for storage or receipts."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, object]] = []
+        self.queued = 0
+        self.receipts: list[tuple[int, int]] = []
+        self.unstored: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.frames.append(orjson.loads(data))
+
+
+def outbox(store: Store, wire: Wire, acking: bool, window: int = 2) -> Outbox:
+    return Outbox(USER, acking, b"\n", wire.send, lambda: wire.queued, store,
+                  lambda items: store.store_offline_many([(u, p.decode()) for u, p in items]),
+                  lambda _to, receipts: wire.receipts.extend(receipts),
+                  Caps(window=window), lambda _u, payloads: wire.unstored.extend(payloads))
+
+
+def live(mid: int, sender: int = 1, kind: int = 5) -> Entry:
+    payload = orjson.dumps({"msgid": kind, "id": sender, "msg": f"m{mid}", "mid": mid})
+    return Entry(mid, sender, kind, payload)
+
+
+def stored_mids(store: Store) -> list[int]:
+    return [orjson.loads(text)["mid"] for _, text in store.offline_page(USER, 100)]
+
+
+def test_over_the_window_the_live_ones_in_flight_are_stored_first(store: Store) -> None:
+    wire = Wire()
+    box = outbox(store, wire, acking=True)
+    for mid in (1, 2, 3, 4):
+        box.deliver(live(mid))
+    assert [f["mid"] for f in wire.frames] == [1, 2]  # the window
+    assert stored_mids(store) == [1, 2, 3, 4]  # 1 and 2 go in ahead of 3, in order
+    box.close()  # nothing acknowledged: storage has it all, once
+    assert stored_mids(store) == [1, 2, 3, 4]
+
+
+def test_acknowledgements_delete_page_in_and_send_receipts(store: Store) -> None:
+    wire = Wire()
+    box = outbox(store, wire, acking=True)
+    for mid in (1, 2, 3, 4, 5):
+        box.deliver(live(mid, sender=mid * 10))
+    box.ack(2)
+    assert wire.receipts == [(10, 1), (20, 2)]
+    assert stored_mids(store) == [3, 4, 5]
+    assert [f["mid"] for f in wire.frames] == [1, 2, 3, 4]
+    assert wire.frames[2]["stored"] is True  # from storage now
+    box.ack(99)  # never delivered here: nothing happens
+    box.ack(4)
+    assert [f["mid"] for f in wire.frames] == [1, 2, 3, 4, 5]
+    box.ack(5)
+    assert stored_mids(store) == [] and not box.backlog
+    box.deliver(live(6))  # storage drained: live again, straight to the wire
+    assert wire.frames[-1] == {"msgid": 5, "id": 1, "msg": "m6", "mid": 6}
+
+
+def test_close_stores_what_came_live_and_was_not_confirmed(store: Store) -> None:
+    wire = Wire()
+    box = outbox(store, wire, acking=True, window=10)
+    for mid in (1, 2, 3):
+        box.deliver(live(mid))
+    box.ack(1)
+    box.close()
+    assert stored_mids(store) == [2, 3]
+    box.deliver(live(4))  # after the close: stored behind them
+    assert stored_mids(store) == [2, 3, 4]
+
+
+def test_without_acks_written_means_delivered(store: Store) -> None:
+    wire = Wire()
+    box = outbox(store, wire, acking=False)
+    store.store_offline_rows(USER, [orjson.dumps({"msgid": 5, "mid": m}).decode()
+                                    for m in (1, 2)])
+    box.start_backlog(2)
+    assert [f["mid"] for f in wire.frames] == [1, 2]
+    box.on_written()
+    assert stored_mids(store) == []
+    box.deliver(live(3))
+    box.close(gone=False)  # a logout: the queued message is still written
+    assert stored_mids(store) == []
+    box = outbox(store, wire, acking=False)
+    box.deliver(live(4))
+    box.close(gone=True)  # the connection is gone: what was not written is kept
+    assert stored_mids(store) == [4]
+
+
+def test_a_kick_brings_stored_messages_out_ahead_of_new_live_ones(store: Store) -> None:
+    wire = Wire()
+    box = outbox(store, wire, acking=True, window=10)
+    box.deliver(live(1, sender=1))
+    # Another sender raced the login: it found the user offline and stored.
+    store.store_offline(USER, live(2, sender=2).payload.decode())
+    box.kick()
+    box.deliver(live(3, sender=1))
+    assert [f["mid"] for f in wire.frames] == [1, 2, 3]
+    box.close()
+    # Each once; sender 1's in its order (the kick stored 1 behind the racing 2).
+    assert sorted(stored_mids(store)) == [1, 2, 3]
+    assert [m for m in stored_mids(store) if m != 2] == [1, 3]
