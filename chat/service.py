@@ -32,6 +32,7 @@ from chat.protocol import (
     req_int,
     req_str,
     to_legacy_login_ack,
+    valid_seq,
 )
 from chat.router import Router
 from chat.session import Connection, Session
@@ -88,7 +89,10 @@ class ChatService:
         """Loop thread of ``conn``: decode and handle every complete frame, in order."""
         for item in session.decoder.feed(data):
             if type(item) is dict:
-                self.handle(conn, session, item)
+                try:
+                    self.handle(conn, session, item)
+                except Exception:
+                    self._bug(conn, session, item)
                 continue
             assert isinstance(item, FrameError)
             self._reply_error(conn, session, item.errno, item.errmsg, None)
@@ -98,8 +102,13 @@ class ChatService:
                 return
 
     def handle(self, conn: Connection, session: Session, msg: Message) -> None:
+        """Loop thread of ``conn``: one request, answered; raises only on a bug."""
         msgid = msg.get("msgid")
         handler = self._handlers.get(msgid) if type(msgid) is int else None
+        # A seq that cannot be echoed is dropped before any reply could carry it.
+        bad_seq = "seq" in msg and not valid_seq(msg["seq"])
+        if bad_seq:
+            del msg["seq"]
         try:
             if session.bucket is not None:
                 if session.bucket.take(session.last_seen):
@@ -110,9 +119,9 @@ class ChatService:
                 raise RequestFailed(Errno.BAD_REQUEST, f"unknown msgid {msgid!r}")
             if session.user_id is None and msgid not in self._anonymous:
                 raise RequestFailed(Errno.NOT_LOGGED_IN, "log in first")
-            seq = msg.get("seq")
-            if seq is not None and (type(seq) is not int and not isinstance(seq, str)):
-                raise RequestFailed(Errno.BAD_REQUEST, "field 'seq' must be an integer or a string")
+            if bad_seq:
+                raise BadField("field 'seq' must be an integer in -2^63..2^63-1 "
+                               "or a string of at most 64 characters")
             handler(conn, session, msg)
         except RequestFailed as exc:
             self._fail(conn, session, msg, exc.errno, exc.errmsg)
@@ -121,9 +130,22 @@ class ChatService:
         except StoreUnavailable as exc:
             log.warning("%s: msgid %s failed, storage unavailable: %s", conn.name, msgid, exc)
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
+
+    def _bug(self, conn: Connection, session: Session, msg: Message) -> None:
+        """A request ended in an exception: log it once, answer errno 9, go on.
+
+        The reply is built from the request's msgid and (already checked) seq
+        only, so whatever else in the request broke the handler cannot break it.
+        """
+        msgid = msg.get("msgid")
+        log.exception("%s: bug while handling msgid %r", conn.name, msgid)
+        minimal: Message = {"msgid": msgid if type(msgid) is int else None}
+        if "seq" in msg and valid_seq(msg["seq"]):
+            minimal["seq"] = msg["seq"]
+        try:
+            self._fail(conn, session, minimal, Errno.SERVER_ERROR, "internal server error")
         except Exception:
-            log.exception("%s: bug while handling msgid %r", conn.name, msgid)
-            self._fail(conn, session, msg, Errno.SERVER_ERROR, "internal server error")
+            log.exception("%s: could not even answer errno 9", conn.name)
 
     def _over_rate(self, conn: Connection, session: Session) -> None:
         """Refuse a request over the rate; a client that keeps on is cut off."""

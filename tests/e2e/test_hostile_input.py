@@ -1,0 +1,44 @@
+"""Input crafted to break the server: one bad frame never harms the frames after it."""
+
+from __future__ import annotations
+
+import orjson
+
+from chat.protocol import Errno, MsgId
+
+
+def frame(msg: dict) -> bytes:
+    return orjson.dumps(msg) + b"\n"
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_a_deep_seq_is_refused_and_the_next_frame_in_the_same_write_is_served(
+        server, user):
+    alice, bob = user(), user()
+    deep = (b'{"msgid":5,"to":%d,"msg":"x","seq":%s}\n'
+            % (bob.account.id, nested(255)))
+    alice.send_raw(deep + frame({"msgid": 5, "to": bob.account.id, "msg": "after", "seq": 7}))
+    refused = alice.expect(MsgId.ERROR_MSG)
+    assert refused["errno"] == Errno.BAD_REQUEST and "seq" not in refused
+    assert refused["ref"] == MsgId.ONE_CHAT_MSG
+    assert alice.expect(MsgId.CHAT_MSG_ACK)["seq"] == 7
+    assert bob.expect(MsgId.ONE_CHAT_MSG)["msg"] == "after"
+    assert "Traceback" not in server.log_text()
+
+
+def test_every_seq_out_of_the_contract_is_errno_4_without_seq(user):
+    alice, bob = user(), user()
+    bad_seqs = [b"9223372036854775808", b"18446744073709551615", b"-9223372036854775809",
+                b'"' + b"s" * 65 + b'"', b"1.5", b"true", b"[1]", b'{"a":1}']
+    for seq in bad_seqs:
+        alice.send_raw(b'{"msgid":6,"friendid":%d,"seq":%s}\n' % (bob.account.id, seq))
+        ack = alice.expect(MsgId.ADD_FRIEND_MSG_ACK)
+        assert ack["errno"] == Errno.BAD_REQUEST and "seq" not in ack, seq
+    for good in (2**63 - 1, -(2**63), "s" * 64, ""):
+        alice.send({"msgid": MsgId.ADD_FRIEND_MSG, "friendid": bob.account.id, "seq": good})
+        assert alice.expect(MsgId.ADD_FRIEND_MSG_ACK) == {
+            "msgid": MsgId.ADD_FRIEND_MSG_ACK, "errno": 0, "seq": good,
+            "friend": {"id": bob.account.id, "name": bob.account.name, "state": "online"}}
