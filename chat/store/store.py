@@ -20,6 +20,15 @@ from .schema import create_statements
 
 Cursor = Any  # a DB-API cursor of either driver
 
+# Ids a client may name: 1..2^63-1.  Any other id names nobody, and SQLite
+# cannot even bind 2^63 and up (OverflowError), so it never reaches a query.
+_ID_MAX = (1 << 63) - 1
+
+
+def _known_range(value: int) -> bool:
+    return 0 < value <= _ID_MAX
+
+
 _SET_OFFLINE = "UPDATE user SET state='offline', server=NULL"
 _GROUPS_OF = (
     "SELECT g.id, g.groupname, g.groupdesc, u.id, u.name, u.state, m.grouprole"
@@ -80,6 +89,8 @@ class Store:
 
     def authenticate(self, user_id: int, password: str) -> User | None:
         """The user if the password matches, else None (also for no such user)."""
+        if not _known_range(user_id):
+            return None
         rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
                           (user_id,))
         if not rows:
@@ -91,6 +102,8 @@ class Store:
         return User(int(uid), name, state)
 
     def get_user(self, user_id: int) -> User | None:
+        if not _known_range(user_id):
+            return None
         rows = self._read("SELECT id, name, state FROM user WHERE id = ?", (user_id,))
         return User(int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
@@ -161,6 +174,8 @@ class Store:
 
     def join_group(self, group_id: int, user_id: int) -> bool:
         """Join as 'normal'; False if no such group.  Joining again changes nothing."""
+        if not _known_range(group_id):
+            return False
         def work(cur: Cursor) -> bool:
             self._exec(cur, "{insert_ignore} INTO groupuser (groupid, userid, grouprole)"
                             " SELECT id, ?, 'normal' FROM allgroup WHERE id = ?",
@@ -173,6 +188,8 @@ class Store:
 
     def group_member_ids(self, group_id: int) -> list[int] | None:
         """Member ids in id order, or None if no such group.  One indexed query."""
+        if not _known_range(group_id):
+            return None
         rows = self._read(
             "SELECT g.id, m.userid FROM allgroup g"
             " LEFT JOIN groupuser m ON m.groupid = g.id"

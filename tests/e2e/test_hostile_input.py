@@ -42,3 +42,20 @@ def test_every_seq_out_of_the_contract_is_errno_4_without_seq(user):
         assert alice.expect(MsgId.ADD_FRIEND_MSG_ACK) == {
             "msgid": MsgId.ADD_FRIEND_MSG_ACK, "errno": 0, "seq": good,
             "friend": {"id": bob.account.id, "name": bob.account.name, "state": "online"}}
+
+
+OUT_OF_RANGE = [2**63, 2**64 - 1, 0, -1, -(2**63)]
+
+
+def test_ids_out_of_range_are_unknown_ids_on_every_store(server, sessions, user):
+    with sessions() as s:
+        for bad in OUT_OF_RANGE:
+            ack = s.login(bad, "pw")
+            assert ack["errno"] == Errno.INVALID, (bad, ack)
+    alice = user()
+    for bad in OUT_OF_RANGE:
+        assert alice.add_friend(bad)["errno"] == Errno.NOT_FOUND, bad
+        assert alice.join_group(bad)["errno"] == Errno.NOT_FOUND, bad
+        assert alice.chat(bad, "x", seq=1)["errno"] == Errno.NOT_FOUND, bad
+        assert alice.group_chat(bad, "x", seq=2)["errno"] == Errno.NOT_FOUND, bad
+    assert "Traceback" not in server.log_text()
