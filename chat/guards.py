@@ -16,8 +16,10 @@
   frame cut in half by the kernel, whose head the client already has, is
   beyond saving.
 
-Theory of the sweep: every frame refreshes ``session.last_seen`` in the
-connection's loop (one float store per read); the sweep reads those floats
+Theory of the sweep: every read that completes a frame (a keep-alive
+included) refreshes ``session.last_seen`` in the connection's loop (one float
+store per read); bytes of a frame never finished do not, so a trickle of
+them cannot dodge ``idle_timeout``.  The sweep reads those floats
 from the main loop without a lock, since a slightly stale float only delays
 a close by one sweep.
 """

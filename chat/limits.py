@@ -34,7 +34,7 @@ class Limits:
                         "refused this many times in a row is closed")
     max_connections: int = _limit(20_000, "connections per process; more are refused")
     login_timeout: float = _limit(60.0, "seconds a connection may stay without logging in")
-    idle_timeout: float = _limit(300.0, "seconds without a frame before a connection is "
+    idle_timeout: float = _limit(300.0, "seconds without a complete frame before a connection is "
                                  "closed; an empty line is a keep-alive")
     account_failures: int = _limit(5, "failed logins of one account per window before "
                                    "its logins are refused")

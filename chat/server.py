@@ -129,8 +129,12 @@ class ChatServer:
         if not isinstance(session, Session):  # refused at admission: ignore what it sends
             buf.retrieve_all()
             return
-        session.last_seen = time.monotonic()
-        self.service.on_data(conn, session, buf.retrieve_all())
+        now = session.read_at = time.monotonic()
+        pending = session.decoder.buffered
+        data = buf.retrieve_all()
+        self.service.on_data(conn, session, data)
+        if session.decoder.buffered < pending + len(data):  # a terminator ended a frame
+            session.last_seen = now
 
     # -- shutdown --------------------------------------------------------------
 

@@ -111,7 +111,7 @@ class ChatService:
             del msg["seq"]
         try:
             if session.bucket is not None:
-                if session.bucket.take(session.last_seen):
+                if session.bucket.take(session.read_at):
                     session.refused = 0
                 else:
                     self._over_rate(conn, session)

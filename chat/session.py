@@ -52,7 +52,10 @@ class Session:
     name: str | None = None
     refused: int = 0  # requests refused for the rate, in a row
     opened: float = field(default_factory=time.monotonic)
-    last_seen: float = field(default_factory=time.monotonic)  # of the last bytes received
+    # Idle means no complete frame: a trickle of bytes that never ends a frame
+    # must not hold a connection open, so only a terminator refreshes this.
+    last_seen: float = field(default_factory=time.monotonic)  # of the last complete frame
+    read_at: float = field(default_factory=time.monotonic)  # of the last read: the rate clock
     closing_since: float | None = None  # told to go (idle, full, slow): closed soon
     backlogged_since: float | None = None  # over the high-water mark since then
     # Offline messages sent on this login: the highest id, the frames whose

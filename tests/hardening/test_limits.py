@@ -242,3 +242,22 @@ def test_a_refused_connection_that_lingers_is_closed(limited_server):
             pass
         assert time.monotonic() < deadline, "the refused connection was never closed"
     assert keeper.register("still-served", "pw")["errno"] == 0
+
+
+def test_a_trickle_of_a_never_finished_frame_does_not_hold_a_connection_open(limited_server):
+    srv = limited_server("--idle-timeout", "1")
+    dodger = logged_in(srv, "dodger")
+    trickle = b'{"msgid":5,"to":1,"msg":"' + b"z" * 200
+    closed = False
+    for byte in trickle:  # one byte every 0.2 s: 40 s in all, far past the timeout
+        try:
+            dodger.send_raw(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        if dodger.closed_by_server(timeout=0.2):
+            closed = True
+            break
+    assert closed
+    assert dodger.pushed and dodger.pushed[0]["errno"] == Errno.BAD_REQUEST
+    assert "keep-alive" in dodger.pushed[0]["errmsg"]
