@@ -71,8 +71,10 @@ class ConnectionGuard:
             if not full:
                 self._count += 1
         if full:
-            log.warning("%s refused: %d connections already", conn.name,
-                        self.limits.max_connections)
+            self.service.warnings.warn(
+                "full", "{events} more connections refused, the process being full, "
+                "in the last {seconds} s", None, 1,
+                "%s refused: %d connections already", conn.name, self.limits.max_connections)
             self._warn_and_close(conn, Errno.SERVER_ERROR, "server is full, try again later")
             return False
         conn.set_high_water_mark_callback(self.on_backlog, self.limits.high_water_mark)
@@ -100,7 +102,10 @@ class ConnectionGuard:
                   and now - session.backlogged_since > self.limits.slow_grace):
                 session.post(partial(self._judge_backlog, conn))
             elif now - session.last_seen > self.limits.idle_timeout:
-                log.info("%s idle for %gs, closing", conn.name, self.limits.idle_timeout)
+                self.service.warnings.warn(
+                    "idle", "{events} more idle connections closed in the last {seconds} s",
+                    None, 1, "%s idle for %gs, closing", conn.name, self.limits.idle_timeout,
+                    level=logging.INFO)
                 self._warn_and_close(conn, Errno.BAD_REQUEST, "idle for too long; send a "
                                      "keep-alive (an empty line) to stay connected")
             elif session.user_id is None and now - session.opened > self.limits.login_timeout:

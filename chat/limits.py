@@ -41,6 +41,8 @@ class Limits:
     address_failures: int = _limit(50, "failed logins from one address per window (behind "
                                    "nginx every client has nginx's address)")
     login_window: float = _limit(60.0, "seconds the failed logins are remembered")
+    log_interval: float = _limit(10.0, "seconds over which repeated warnings of one kind "
+                                 "are summarised in one line")
     high_water_mark: int = _limit(4 * 1024 * 1024, "bytes queued for a client before it "
                                   "is watched as a slow reader")
     slow_grace: float = _limit(10.0, "seconds a client may stay over the high-water mark "

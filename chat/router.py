@@ -33,6 +33,7 @@ from collections.abc import Iterable
 import orjson
 
 from chat.bus import Bus
+from chat.logbook import WarningSummary
 from chat.protocol import MsgId
 from chat.session import Connection, Session
 from chat.store import Store, StoreUnavailable
@@ -43,10 +44,12 @@ _CHAT = (MsgId.ONE_CHAT_MSG, MsgId.GROUP_CHAT_MSG)
 
 
 class Router:
-    def __init__(self, store: Store, bus: Bus, max_offline: int | None = None) -> None:
+    def __init__(self, store: Store, bus: Bus, max_offline: int | None = None,
+                 warnings: WarningSummary | None = None) -> None:
         self.store = store
         self.bus = bus
         self.max_offline = max_offline
+        self.warnings = warnings or WarningSummary(log)
         self._lock = threading.Lock()
         self._online: dict[int, Connection] = {}
         self._claiming: set[int] = set()  # logins between their checks and ``attach``
@@ -127,8 +130,11 @@ class Router:
         dropped = self.store.store_offline_many(
             [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline)
         for user_id, count in dropped.items():
-            log.warning("user %d has over %d offline messages: dropped the %d oldest",
-                        user_id, self.max_offline, count)
+            self.warnings.warn(
+                "offline-cap", "dropped {amount} oldest offline messages for {subjects} "
+                "user(s) in the last {seconds} s", user_id, count,
+                "user %d has over %d offline messages: dropped the %d oldest",
+                user_id, self.max_offline, count)
         # A user not here may have just logged in elsewhere: its holder flushes.
         elsewhere = [uid for uid in dict.fromkeys(uid for uid, _ in items) if not self.kick(uid)]
         if elsewhere:

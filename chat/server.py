@@ -105,6 +105,7 @@ class ChatServer:
         self.tcp.start()
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
+        self.loop.run_every(self.limits.log_interval, self.service.warnings.flush)
         host, port = self.tcp.address[:2]
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
 
@@ -126,8 +127,8 @@ class ChatServer:
 
     def on_message(self, conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
         session = conn.context
-        if not isinstance(session, Session):  # refused at admission: ignore what it sends
-            buf.retrieve_all()
+        if not isinstance(session, Session) or session.closing_since is not None:
+            buf.retrieve_all()  # refused at admission, or condemned: nothing more is served
             return
         now = session.read_at = time.monotonic()
         pending = session.decoder.buffered

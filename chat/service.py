@@ -17,6 +17,7 @@ import orjson
 
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
+from chat.logbook import WarningSummary
 from chat.presence import Presence
 from chat.protocol import (
     ACKED_REQUESTS,
@@ -60,7 +61,9 @@ class ChatService:
         self.bus = bus
         self.server_id = server_id
         self.limits = limits or Limits()
-        self.router = Router(store, bus, self.limits.max_offline)
+        # Warnings a client can repeat at will are summarised (chat/logbook.py).
+        self.warnings = WarningSummary(logging.getLogger("chat"), self.limits.log_interval)
+        self.router = Router(store, bus, self.limits.max_offline, self.warnings)
         self.presence = Presence(store, bus, self.router, server_id)
         self._failed_accounts = FailureThrottle(self.limits.account_failures,
                                                 self.limits.login_window)
@@ -93,11 +96,17 @@ class ChatService:
                     self.handle(conn, session, item)
                 except Exception:
                     self._bug(conn, session, item)
+                if session.closing_since is not None:
+                    return  # condemned: the rest of its input is not served
                 continue
             assert isinstance(item, FrameError)
             self._reply_error(conn, session, item.errno, item.errmsg, None)
             if item.fatal:
-                log.info("%s: %s, closing", conn.name, item.errmsg)
+                session.closing_since = time.monotonic()
+                self.warnings.warn("fatal-frame", "{events} more connections closed for a "
+                                   "bad frame in the last {seconds} s", conn.name, 1,
+                                   "%s: %s, closing", conn.name, item.errmsg,
+                                   level=logging.INFO)
                 conn.force_close() if session.legacy else conn.shutdown()
                 return
 
@@ -128,7 +137,10 @@ class ChatService:
         except BadField as exc:
             self._fail(conn, session, msg, Errno.BAD_REQUEST, str(exc))
         except StoreUnavailable as exc:
-            log.warning("%s: msgid %s failed, storage unavailable: %s", conn.name, msgid, exc)
+            self.warnings.warn("storage", "{events} more requests failed, storage "
+                               "unavailable, in the last {seconds} s", None, 1,
+                               "%s: msgid %s failed, storage unavailable: %s",
+                               conn.name, msgid, exc)
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
 
     def _bug(self, conn: Connection, session: Session, msg: Message) -> None:
@@ -150,11 +162,20 @@ class ChatService:
     def _over_rate(self, conn: Connection, session: Session) -> None:
         """Refuse a request over the rate; a client that keeps on is cut off."""
         session.refused += 1
-        if session.refused == 1:
-            log.info("%s: over %g requests/s, refusing", conn.name, self.limits.rate)
+        if session.refused == 1 and "rate" not in session.noted:
+            session.noted.add("rate")
+            self.warnings.warn("rate", "{events} more connections went over the request "
+                               "rate in the last {seconds} s", conn.name, 1,
+                               "%s: over %g requests/s, refusing", conn.name,
+                               self.limits.rate, level=logging.INFO)
         if session.refused > self.limits.burst:
-            log.warning("%s: still flooding after %d refusals, closing", conn.name,
-                        session.refused)
+            # Condemned: on_data serves nothing more of it, the sweep ends it
+            # if the client does not close after reading its refusals.
+            session.closing_since = time.monotonic()
+            self.warnings.warn("flood", "{events} more flooding connections closed in "
+                               "the last {seconds} s", conn.name, 1,
+                               "%s: still flooding after %d refusals, closing", conn.name,
+                               session.refused)
             conn.shutdown()
         raise RequestFailed(Errno.SERVER_ERROR, "too many requests, slow down")
 

@@ -51,6 +51,7 @@ class Session:
     user_id: int | None = None
     name: str | None = None
     refused: int = 0  # requests refused for the rate, in a row
+    noted: set[str] = field(default_factory=set)  # reasons already logged: one line each
     opened: float = field(default_factory=time.monotonic)
     # Idle means no complete frame: a trickle of bytes that never ends a frame
     # must not hold a connection open, so only a terminator refreshes this.
