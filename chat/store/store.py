@@ -47,6 +47,7 @@ class Store:
         self._pool = pool
         self._sql = pool.dialect.sql
         self._password_cost = password_cost
+        self._dummy: str | None = None  # a hash of the configured cost, for no account
 
     def _exec(self, cur: Cursor, query: str, params: tuple[Any, ...] = ()) -> Cursor:
         cur.execute(self._sql(query), params)
@@ -89,17 +90,35 @@ class Store:
 
     def authenticate(self, user_id: int, password: str) -> User | None:
         """The user if the password matches, else None (also for no such user)."""
-        if not _known_range(user_id):
-            return None
-        rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
-                          (user_id,))
-        if not rows:
-            return None
+        rows: list[tuple[Any, ...]] = []
+        if _known_range(user_id):
+            rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
+                              (user_id,))
+        return self._check_password(rows, password)
+
+    def _check_password(self, rows: list[tuple[Any, ...]], password: str) -> User | None:
+        """The one place a login's password is checked, whatever named the account.
+
+        ``rows`` holds the account's (id, name, state, password) row, or
+        nothing.  For no account a dummy hash of the configured cost is
+        checked all the same, so a login to an unknown account costs the same
+        scrypt as a wrong password and its timing does not tell which ids exist.
+        """
+        stored = rows[0][3] if rows else self._dummy_hash()
         with self._pool.blocking():
-            if not verify_password(password, rows[0][3]):
-                return None
+            matches = verify_password(password, stored)
+        if not rows or not matches:
+            return None
         uid, name, state, _ = rows[0]
         return User(int(uid), name, state)
+
+    def _dummy_hash(self) -> str:
+        # Made once, at the first login to nobody; two threads racing here
+        # both make a valid one, and either may stay.
+        if self._dummy is None:
+            with self._pool.blocking():
+                self._dummy = hash_password("not a password", self._password_cost)
+        return self._dummy
 
     def get_user(self, user_id: int) -> User | None:
         if not _known_range(user_id):
