@@ -18,6 +18,7 @@ import orjson
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
 from chat.logbook import WarningSummary
+from chat.names import BadName, check_name
 from chat.presence import Presence
 from chat.protocol import (
     ACKED_REQUESTS,
@@ -218,6 +219,10 @@ class ChatService:
     def register(self, conn: Connection, session: Session, msg: Message) -> None:
         name = req_str(msg, "name", 1, 50)
         password = req_str(msg, "password", 1, 128)
+        try:
+            name = check_name(name)
+        except BadName as exc:
+            raise RequestFailed(Errno.INVALID, str(exc)) from None
         try:
             user_id = self.store.register(name, password)
         except NameTaken:

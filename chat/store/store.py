@@ -10,6 +10,7 @@ and inside the pool's ``blocking()`` like the queries.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from .errors import GroupNameTaken, NameTaken
@@ -75,7 +76,11 @@ class Store:
     # -- users ---------------------------------------------------------------
 
     def register(self, name: str, password: str) -> int:
-        """Create a user, return its id; raise NameTaken if the name exists."""
+        """Create a user, return its id; raise NameTaken if the name exists.
+
+        Names are stored in NFC (chat/names.py), the form every lookup uses.
+        """
+        name = unicodedata.normalize("NFC", name)
         with self._pool.blocking():
             stored = hash_password(password, self._password_cost)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from chat.protocol import Errno, MsgId
+from tests.e2e.conftest import unique_name
 
 
 def frame(msg: dict) -> bytes:
@@ -59,3 +60,23 @@ def test_ids_out_of_range_are_unknown_ids_on_every_store(server, sessions, user)
         assert alice.chat(bad, "x", seq=1)["errno"] == Errno.NOT_FOUND, bad
         assert alice.group_chat(bad, "x", seq=2)["errno"] == Errno.NOT_FOUND, bad
     assert "Traceback" not in server.log_text()
+
+
+def test_look_alike_names_are_refused_or_the_same_name_on_every_store(sessions, db_url):
+    tag = unique_name("n")
+    s = sessions()
+    assert s.register(f"bob{tag}", "pw")["errno"] == 0
+    for look_alike, reason in ((f"bob{tag} ", "whitespace"), (f" bob{tag}", "whitespace"),
+                               (f"bob{tag}\u00a0", "whitespace"),
+                               (f"bo\u00a0b{tag}", "U+00A0"), (f"bo\u200bb{tag}", "U+200B"),
+                               (f"\u200fbob{tag}", "U+200F"), (f"bob\u2028{tag}", "U+2028"),
+                               (f"bo\tb{tag}", "U+0009"), (f"bob{tag}\u0000", "U+0000")):
+        ack = s.register(look_alike, "pw")
+        assert ack["errno"] == Errno.INVALID and reason in ack["errmsg"], (look_alike, ack)
+    decomposed = s.register(f"e\u0301{tag}", "pw")  # "é" as e + combining acute
+    assert decomposed["errno"] == 0
+    composed = s.register(f"\u00e9{tag}", "pw")
+    assert composed["errno"] == Errno.INVALID and "taken" in composed["errmsg"]
+    assert s.login(decomposed["id"], "pw")["name"] == f"\u00e9{tag}"
+    assert s.register(f"Bob{tag}", "pw")["errno"] == 0  # case-sensitive on both stores
+    assert s.register(f"bob {tag}", "pw")["errno"] == 0  # an inner plain space is fine
