@@ -36,10 +36,10 @@ class Limits:
     login_timeout: float = _limit(60.0, "seconds a connection may stay without logging in")
     idle_timeout: float = _limit(300.0, "seconds without a complete frame before a connection is "
                                  "closed; an empty line is a keep-alive")
-    account_failures: int = _limit(5, "failed logins of one account per window before "
-                                   "its logins are refused")
+    account_failures: int = _limit(5, "failed logins of one account from one address per "
+                                   "window before that address's logins to it are refused")
     address_failures: int = _limit(50, "failed logins from one address per window (behind "
-                                   "nginx every client has nginx's address)")
+                                   "nginx, use --proxy-protocol to see clients' addresses)")
     login_window: float = _limit(60.0, "seconds the failed logins are remembered")
     log_interval: float = _limit(10.0, "seconds over which repeated warnings of one kind "
                                  "are summarised in one line")

@@ -66,8 +66,9 @@ class ChatService:
         self.warnings = WarningSummary(logging.getLogger("chat"), self.limits.log_interval)
         self.router = Router(store, bus, self.limits.max_offline, self.warnings)
         self.presence = Presence(store, bus, self.router, server_id)
-        self._failed_accounts = FailureThrottle(self.limits.account_failures,
-                                                self.limits.login_window)
+        # Keyed by (account, address): a stranger's failures never lock the owner out.
+        self._failed_logins = FailureThrottle(self.limits.account_failures,
+                                              self.limits.login_window)
         self._failed_addresses = FailureThrottle(self.limits.address_failures,
                                                  self.limits.login_window)
         self._handlers: dict[int, Handler] = {
@@ -234,15 +235,16 @@ class ChatService:
         password = req_str(msg, "password")
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
-        address = _host(conn)
-        if self._failed_accounts.blocked(user_id) or self._failed_addresses.blocked(address):
+        address = session.peer_host or _host(conn)
+        attempt = (user_id, address)
+        if self._failed_logins.blocked(attempt) or self._failed_addresses.blocked(address):
             raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
         user = self.store.authenticate(user_id, password)
         if user is None:
-            self._failed_accounts.failed(user_id)
+            self._failed_logins.failed(attempt)
             self._failed_addresses.failed(address)
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
-        self._failed_accounts.succeeded(user_id)
+        self._failed_logins.succeeded(attempt)
         if not self.presence.claim(user_id, conn):
             raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
         session.user_id, session.name = user.id, user.name

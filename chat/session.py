@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from chat.limits import TokenBucket
 from chat.protocol import DEFAULT_MAX_FRAME, Dialect, FrameDecoder
+from chat.proxyproto import ProxyHeaderReader
 
 
 class Connection(Protocol):
@@ -48,6 +49,10 @@ class Session:
     post: Callable[[Callable[[], None]], None]
     decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(DEFAULT_MAX_FRAME))
     bucket: TokenBucket | None = None  # request rate limit; None: unlimited
+    # The client's address: the socket's peer, or what the PROXY header said
+    # (``proxy_reader`` waits for that header, with --proxy-protocol).
+    peer_host: str = ""
+    proxy_reader: ProxyHeaderReader | None = None
     user_id: int | None = None
     name: str | None = None
     refused: int = 0  # requests refused for the rate, in a row

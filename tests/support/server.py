@@ -77,7 +77,12 @@ class ServerProcess:
             return found[0]
 
     def connect(self, **kwargs: object) -> ChatSession:
-        return ChatSession("127.0.0.1", self.port, **kwargs)  # type: ignore[arg-type]
+        session = ChatSession("127.0.0.1", self.port, **kwargs)  # type: ignore[arg-type]
+        if "--proxy-protocol" in self.argv:  # stand in for nginx: say who connects
+            (src, sport), (dst, dport) = (session.sock.getsockname(),
+                                          session.sock.getpeername())
+            session.send_raw(f"PROXY TCP4 {src} {dst} {sport} {dport}\r\n".encode())
+        return session
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         assert self.proc is not None
