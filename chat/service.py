@@ -16,7 +16,7 @@ from collections.abc import Callable
 import orjson
 
 from chat.bus import Bus
-from chat.limits import FailureThrottle, Limits
+from chat.limits import AddressBuckets, FailureThrottle, Limits
 from chat.logbook import WarningSummary
 from chat.names import BadName, check_name
 from chat.presence import Presence
@@ -38,11 +38,13 @@ from chat.protocol import (
 )
 from chat.router import Router
 from chat.session import Connection, Session
-from chat.store import GroupNameTaken, NameTaken, Store, StoreUnavailable
+from chat.store import GroupNameTaken, NameTaken, Store, StoreUnavailable, User
+from chat.workers import Outcome, WorkerPool
 
 log = logging.getLogger("chat.service")
 
 Handler = Callable[[Connection, Session, Message], None]
+Item = Message | FrameError
 
 
 class RequestFailed(Exception):
@@ -71,6 +73,10 @@ class ChatService:
                                               self.limits.login_window)
         self._failed_addresses = FailureThrottle(self.limits.address_failures,
                                                  self.limits.login_window)
+        self._registrations = AddressBuckets(self.limits.register_rate,
+                                             self.limits.register_burst)
+        # Password hashes run here, never on a loop thread (see _offload).
+        self.workers = WorkerPool(self.limits.hash_workers, self.limits.hash_queue, "hash")
         self._handlers: dict[int, Handler] = {
             MsgId.LOGIN_MSG: self.login,
             MsgId.REG_MSG: self.register,
@@ -91,8 +97,18 @@ class ChatService:
     # -- frames in -------------------------------------------------------------
 
     def on_data(self, conn: Connection, session: Session, data: bytes) -> None:
-        """Loop thread of ``conn``: decode and handle every complete frame, in order."""
-        for item in session.decoder.feed(data):
+        """Loop thread of ``conn``: decode and handle every complete frame, in order.
+
+        While a request of the connection waits for a worker (``suspended``),
+        what arrives is held, undecoded, and served once that request is done.
+        """
+        if session.suspended:
+            self._hold(conn, session, data)
+        else:
+            self._serve(conn, session, session.decoder.feed(data))
+
+    def _serve(self, conn: Connection, session: Session, items: list[Item]) -> None:
+        for i, item in enumerate(items):
             if type(item) is dict:
                 try:
                     self.handle(conn, session, item)
@@ -100,6 +116,9 @@ class ChatService:
                     self._bug(conn, session, item)
                 if session.closing_since is not None:
                     return  # condemned: the rest of its input is not served
+                if session.suspended:
+                    session.waiting = items[i + 1:]
+                    return
                 continue
             assert isinstance(item, FrameError)
             self._reply_error(conn, session, item.errno, item.errmsg, None)
@@ -134,16 +153,66 @@ class ChatService:
                 raise BadField("field 'seq' must be an integer in -2^63..2^63-1 "
                                "or a string of at most 64 characters")
             handler(conn, session, msg)
-        except RequestFailed as exc:
+        except _REFUSALS as exc:
+            self._refuse(conn, session, msg, exc)
+
+    def _refuse(self, conn: Connection, session: Session, msg: Message,
+                exc: RequestFailed | BadField | StoreUnavailable) -> None:
+        """The reply to a request the rules, its fields or the storage refused."""
+        if isinstance(exc, RequestFailed):
             self._fail(conn, session, msg, exc.errno, exc.errmsg)
-        except BadField as exc:
+        elif isinstance(exc, BadField):
             self._fail(conn, session, msg, Errno.BAD_REQUEST, str(exc))
-        except StoreUnavailable as exc:
+        else:
             self.warnings.warn("storage", "{events} more requests failed, storage "
                                "unavailable, in the last {seconds} s", None, 1,
                                "%s: msgid %s failed, storage unavailable: %s",
-                               conn.name, msgid, exc)
+                               conn.name, msg.get("msgid"), exc)
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
+
+    def _hold(self, conn: Connection, session: Session, data: bytes) -> None:
+        session.held += data
+        if len(session.held) > HELD_FRAMES * self.limits.max_frame:
+            session.closing_since = time.monotonic()
+            self.warnings.warn("held", "{events} more connections closed for sending too "
+                               "much during a login in the last {seconds} s", None, 1,
+                               "%s: %d bytes sent while its login or registration waited, "
+                               "closing", conn.name, len(session.held))
+            conn.force_close()
+
+    def _offload(self, conn: Connection, session: Session, msg: Message,
+                 work: Callable[[], object], then: Callable[[Outcome], None]) -> None:
+        """Run ``work`` on a worker, then ``then(outcome)`` in the connection's loop.
+
+        The connection's later frames wait meanwhile (``suspended``), so a chat
+        request right behind a login is served after the login.  A full
+        queue refuses the request at once.
+        """
+        def done(outcome: Outcome) -> None:  # a worker thread
+            session.post(lambda: self._offloaded(conn, session, msg, outcome, then))
+
+        session.suspended = True  # before submit: with no worker threads it is done at once
+        if not self.workers.submit(work, done):
+            session.suspended = False
+            raise RequestFailed(Errno.SERVER_ERROR, "server busy, try again")
+
+    def _offloaded(self, conn: Connection, session: Session, msg: Message,
+                   outcome: Outcome, then: Callable[[Outcome], None]) -> None:
+        """Loop thread: finish the offloaded request, then serve what waited behind it."""
+        if session.closing_since is not None:
+            return  # gone meanwhile: nobody to answer, nothing to log in
+        try:
+            then(outcome)
+        except _REFUSALS as exc:
+            self._refuse(conn, session, msg, exc)
+        except Exception:
+            self._bug(conn, session, msg)
+        session.suspended = False
+        waiting, session.waiting = session.waiting, []
+        held, session.held = bytes(session.held), bytearray()
+        self._serve(conn, session, waiting)
+        if held and session.closing_since is None:
+            self.on_data(conn, session, held)
 
     def _bug(self, conn: Connection, session: Session, msg: Message) -> None:
         """A request ended in an exception: log it once, answer errno 9, go on.
@@ -224,11 +293,23 @@ class ChatService:
             name = check_name(name)
         except BadName as exc:
             raise RequestFailed(Errno.INVALID, str(exc)) from None
-        try:
-            user_id = self.store.register(name, password)
-        except NameTaken:
-            raise RequestFailed(Errno.INVALID, "this name is already taken") from None
-        self._reply(conn, session, msg, {"msgid": MsgId.REG_MSG_ACK, "errno": 0, "id": user_id})
+        if not self._registrations.take(session.peer_host or _host(conn)):
+            raise RequestFailed(Errno.SERVER_ERROR,
+                                "too many registrations from your address, try again later")
+
+        def work() -> int | None:  # a worker thread: the hash, then the insert
+            try:
+                return self.store.register(name, password)
+            except NameTaken:
+                return None
+
+        def then(outcome: Outcome) -> None:
+            user_id = outcome.result()
+            if user_id is None:
+                raise RequestFailed(Errno.INVALID, "this name is already taken")
+            self._reply(conn, session, msg,
+                        {"msgid": MsgId.REG_MSG_ACK, "errno": 0, "id": user_id})
+        self._offload(conn, session, msg, work, then)
 
     def login(self, conn: Connection, session: Session, msg: Message) -> None:
         user_id = req_int(msg, "id")
@@ -239,13 +320,20 @@ class ChatService:
         attempt = (user_id, address)
         if self._failed_logins.blocked(attempt) or self._failed_addresses.blocked(address):
             raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
-        user = self.store.authenticate(user_id, password)
+        self._offload(conn, session, msg, lambda: self.store.authenticate(user_id, password),
+                      lambda outcome: self._authenticated(conn, session, msg, attempt,
+                                                          outcome.result()))
+
+    def _authenticated(self, conn: Connection, session: Session, msg: Message,
+                       attempt: tuple[int, str], user: User | None) -> None:
+        """Loop thread: the rest of a login, once the password was checked."""
+        address = attempt[1]
         if user is None:
             self._failed_logins.failed(attempt)
             self._failed_addresses.failed(address)
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
         self._failed_logins.succeeded(attempt)
-        if not self.presence.claim(user_id, conn):
+        if not self.presence.claim(user.id, conn):
             raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
         session.user_id, session.name = user.id, user.name
         session.offline_sent_upto = 0
@@ -293,6 +381,8 @@ class ChatService:
 
     def on_disconnect(self, conn: Connection, session: Session) -> None:
         """The connection is gone: its user, if any, is offline at once."""
+        if session.closing_since is None:  # a login still at a worker must not claim it
+            session.closing_since = time.monotonic()
         self._drop_session(conn, session)
 
     def _drop_session(self, conn: Connection, session: Session) -> None:
@@ -417,7 +507,13 @@ class ChatService:
         """Mark every user of this process offline (only this process's users)."""
         self.presence.release_all()
         self.bus.close()
+        self.workers.stop()
 
+
+_REFUSALS = (RequestFailed, BadField, StoreUnavailable)
+# What a connection may send while its login or registration waits for a
+# worker, in frames of the largest size; more closes it (memory stays bounded).
+HELD_FRAMES = 4
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)

@@ -56,6 +56,11 @@ class Session:
     user_id: int | None = None
     name: str | None = None
     refused: int = 0  # requests refused for the rate, in a row
+    # A request of this connection waits for a worker (chat/workers.py): the
+    # frames decoded behind it and the bytes read since wait here, in order.
+    suspended: bool = False
+    waiting: list[Any] = field(default_factory=list)
+    held: bytearray = field(default_factory=bytearray)
     noted: set[str] = field(default_factory=set)  # reasons already logged: one line each
     opened: float = field(default_factory=time.monotonic)
     # Idle means no complete frame: a trickle of bytes that never ends a frame

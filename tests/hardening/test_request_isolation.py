@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 
 from chat.bus import LocalBus
+from chat.limits import Limits
 from chat.protocol import Errno, MsgId
 from chat.service import ChatService
 from chat.store import open_store
@@ -17,7 +18,7 @@ def test_an_exception_in_one_handler_is_errno_9_and_the_next_frame_is_served(
         tmp_path: Path, caplog) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'chat.db'}", password_cost=4)
     try:
-        service = ChatService(store, LocalBus(), "s1")
+        service = ChatService(store, LocalBus(), "s1", Limits(hash_workers=0))
 
         def broken(*_args: object) -> None:
             raise RecursionError("maximum recursion depth exceeded")

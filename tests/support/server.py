@@ -15,7 +15,10 @@ from client.session import ChatSession
 LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 # Fast hashing keeps hundreds of test logins quick; one store test uses the default.
-TEST_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
+# Tests register hundreds of users from 127.0.0.1: the per-address
+# registration limit is lifted unless a test sets its own (--register-rate).
+TEST_ENV = {"CHAT_SCRYPT_LOG2N": "8", "CHAT_REGISTER_RATE": "1e9",
+            "CHAT_REGISTER_BURST": "1000000000"}
 
 
 class ServerProcess:
