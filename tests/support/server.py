@@ -15,10 +15,11 @@ from client.session import ChatSession
 LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 # Fast hashing keeps hundreds of test logins quick; one store test uses the default.
-# Tests register hundreds of users from 127.0.0.1: the per-address
-# registration limit is lifted unless a test sets its own (--register-rate).
+# Tests register hundreds of users at once from 127.0.0.1: the per-address
+# registration limit and the bound on waiting password hashes are lifted
+# unless a test sets its own (--register-rate, --hash-queue).
 TEST_ENV = {"CHAT_SCRYPT_LOG2N": "8", "CHAT_REGISTER_RATE": "1e9",
-            "CHAT_REGISTER_BURST": "1000000000"}
+            "CHAT_REGISTER_BURST": "1000000000", "CHAT_HASH_QUEUE": "100000"}
 
 
 class ServerProcess:
