@@ -16,7 +16,6 @@ import time
 import orjson
 
 from chat.protocol import Errno, MsgId
-from client.session import ChatSession
 from tests.hardening.conftest import logged_in
 from tests.support.server import ServerProcess
 
