@@ -507,7 +507,7 @@ class ChatService:
         """Mark every user of this process offline (only this process's users)."""
         self.presence.release_all()
         self.bus.close()
-        self.workers.stop()
+        self.workers.stop(timeout=0)  # daemon threads: the process is ending
 
 
 _REFUSALS = (RequestFailed, BadField, StoreUnavailable)
