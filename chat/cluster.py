@@ -37,6 +37,7 @@ _LOAD_STREAM = re.compile(r"^[ \t]*load_module\s+\S*ngx_stream_module\.so\s*;.*$
 _MAIN_ONLY = re.compile(r"^(pid|error_log|daemon)\s+[^;]*;.*$", re.M)  # given with -g
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server\s+[\w.\-\[\]:]+:\d+([^;]*);.*\n", re.M)
 _LISTEN = re.compile(r"^(\s*listen\s+)\S+", re.M)
+_PROXY_PROTOCOL = re.compile(r"^\s*proxy_protocol\s+on;.*\n", re.M)
 _SSL_FILE = re.compile(r"^(\s*ssl_certificate(?:_key)?)\s+[^;]*;", re.M)
 
 
@@ -62,7 +63,8 @@ def find_nginx(binary: str | None = None) -> NginxBuild:
 
 
 def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen: str,
-                      build: NginxBuild, tls: tuple[str, str] | None = None) -> str:
+                      build: NginxBuild, tls: tuple[str, str] | None = None,
+                      proxy_protocol: bool = True) -> str:
     """``template`` (conf/nginx.conf) for these chat servers, listening on ``listen``.
 
     The result is meant for ``nginx -p DIR -c FILE -g 'daemon off; pid ...;
@@ -70,6 +72,8 @@ def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen
     module is loaded from its absolute path (or not at all when built in).
     ``tls`` (certificate chain, private key) fills in the ``ssl_certificate``
     and ``ssl_certificate_key`` lines of a TLS template (conf/nginx-tls.conf).
+    Without ``proxy_protocol`` the template's ``proxy_protocol on;`` is left
+    out, for chat servers not started with ``--proxy-protocol``.
     """
     if build.stream == "dynamic":
         module = os.path.join(build.modules_path, "ngx_stream_module.so")
@@ -89,6 +93,8 @@ def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen
     text = text[:first.start()] + servers + _UPSTREAM_SERVER.sub("", text[first.end():])
     if tls is not None:
         text = _render_tls(text, *tls)
+    if not proxy_protocol:
+        text = _PROXY_PROTOCOL.sub("", text)
     return _LISTEN.sub(lambda m: m.group(1) + listen, text, count=1)
 
 
@@ -156,18 +162,22 @@ class Cluster:
             argv = [sys.executable, "-m", "chat.server", "-H", a.host, "-p", str(port),
                     "-t", str(a.threads), "--db", a.db, "--redis", a.redis,
                     "--log-level", a.log_level]
+            if not a.no_nginx and _PROXY_PROTOCOL.search(self._template().read_text()):
+                argv.append("--proxy-protocol")  # nginx says who each client is
             self._spawn(f"chat{i}", argv, ready=f"listening on {a.host}:{port}")
         if not a.no_nginx:
             build = find_nginx()
             tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
-            template = NGINX_TLS_TEMPLATE if tls else NGINX_TEMPLATE
-            conf = render_nginx_conf(template.read_text(),
+            conf = render_nginx_conf(self._template().read_text(),
                                      [(a.host, p) for p in self.ports()],
                                      f"{a.host}:{a.listen}", build, tls=tls)
             (self.workdir / "nginx.conf").write_text(conf)
             subprocess.run(nginx_command(build, self.workdir) + ["-t", "-q"], check=True)
             self._spawn("nginx", nginx_command(build, self.workdir), ready=None)
             self._wait_listening(a.host, a.listen, self.children[-1][1])
+
+    def _template(self) -> Path:
+        return NGINX_TLS_TEMPLATE if self.args.tls_cert else NGINX_TEMPLATE
 
     @staticmethod
     def _wait_listening(host: str, port: int, proc: subprocess.Popen[str]) -> None:

@@ -16,8 +16,10 @@
   it never queues much (what does not fit waits in storage), so this
   mostly catches a client that stops reading a large reply.
 
-Theory of the sweep: every frame refreshes ``session.last_seen`` in the
-connection's loop (one float store per read); the sweep reads those floats
+Theory of the sweep: every read that completes a frame (a keep-alive
+included) refreshes ``session.last_seen`` in the connection's loop (one float
+store per read); bytes of a frame never finished do not, so a trickle of
+them cannot dodge ``idle_timeout``.  The sweep reads those floats
 from the main loop without a lock, since a slightly stale float only delays
 a close by one sweep.
 """
@@ -69,8 +71,10 @@ class ConnectionGuard:
             if not full:
                 self._count += 1
         if full:
-            log.warning("%s refused: %d connections already", conn.name,
-                        self.limits.max_connections)
+            self.service.warnings.warn(
+                "full", "{events} more connections refused, the process being full, "
+                "in the last {seconds} s", None, 1,
+                "%s refused: %d connections already", conn.name, self.limits.max_connections)
             self._warn_and_close(conn, Errno.SERVER_ERROR, "server is full, try again later")
             return False
         conn.set_high_water_mark_callback(self.on_backlog, self.limits.high_water_mark)
@@ -98,7 +102,10 @@ class ConnectionGuard:
                   and now - session.backlogged_since > self.limits.slow_grace):
                 session.post(partial(self._judge_backlog, conn))
             elif now - session.last_seen > self.limits.idle_timeout:
-                log.info("%s idle for %gs, closing", conn.name, self.limits.idle_timeout)
+                self.service.warnings.warn(
+                    "idle", "{events} more idle connections closed in the last {seconds} s",
+                    None, 1, "%s idle for %gs, closing", conn.name, self.limits.idle_timeout,
+                    level=logging.INFO)
                 self._warn_and_close(conn, Errno.BAD_REQUEST, "idle for too long; send a "
                                      "keep-alive (an empty line) to stay connected")
             elif session.user_id is None and now - session.opened > self.limits.login_timeout:

@@ -40,13 +40,22 @@ class Limits:
                         "refused this many times in a row is closed")
     max_connections: int = _limit(20_000, "connections per process; more are refused")
     login_timeout: float = _limit(60.0, "seconds a connection may stay without logging in")
-    idle_timeout: float = _limit(300.0, "seconds without a frame before a connection is "
+    idle_timeout: float = _limit(300.0, "seconds without a complete frame before a connection is "
                                  "closed; an empty line is a keep-alive")
-    account_failures: int = _limit(5, "failed logins of one account per window before "
-                                   "its logins are refused")
+    account_failures: int = _limit(5, "failed logins of one account from one address per "
+                                   "window before that address's logins to it are refused")
     address_failures: int = _limit(50, "failed logins from one address per window (behind "
-                                   "nginx every client has nginx's address)")
+                                   "nginx, use --proxy-protocol to see clients' addresses)")
     login_window: float = _limit(60.0, "seconds the failed logins are remembered")
+    register_rate: float = _limit(0.5, "registrations per second per client address, "
+                                  "sustained")
+    register_burst: int = _limit(20, "registrations a client address may make at once")
+    hash_workers: int = _limit(2, "threads that hash passwords (register, login), off "
+                               "the loop threads; 0 hashes on the loop threads")
+    hash_queue: int = _limit(64, "password hashes that may wait for a worker; beyond, "
+                             "a login or registration gets errno 9 \"server busy\"")
+    log_interval: float = _limit(10.0, "seconds over which repeated warnings of one kind "
+                                 "are summarised in one line")
     high_water_mark: int = _limit(4 * 1024 * 1024, "bytes queued for a client before it "
                                   "is watched as a slow reader")
     slow_grace: float = _limit(10.0, "seconds a client may stay over the high-water mark "
@@ -81,6 +90,38 @@ class TokenBucket:
             return True
         self.tokens = tokens
         return False
+
+
+class AddressBuckets:
+    """A `TokenBucket` per key (a client address), shared by all loops under a lock.
+
+    Memory is bounded: past ``max_keys`` the buckets that have refilled
+    completely are forgotten (a full bucket is what a new key gets anyway).
+    """
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[object, TokenBucket] = {}
+
+    def take(self, key: object) -> bool:
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= self.max_keys:
+                    self._forget_full(now)
+                bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+            return bucket.take(now)
+
+    def _forget_full(self, now: float) -> None:
+        for key in [k for k, b in self._buckets.items()
+                    if b.tokens + (now - b._last) * b.rate >= b.burst]:
+            del self._buckets[key]
 
 
 class FailureThrottle:

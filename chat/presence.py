@@ -97,13 +97,24 @@ class Presence:
         log.info("user %d: taken over from server %s, which is dead", user_id, holder)
         return True
 
-    def release(self, user_id: int, conn: Connection) -> None:
-        """The user left ``conn``: offline here at once, in the cluster soon after.
+    def release(self, user_id: int, conn: Connection,
+                released: Callable[[], None] | None = None) -> None:
+        """The user left ``conn``: offline here at once, in the cluster soon after,
+        and then ``released()`` is called, in the releasing thread.
 
         Safe from any thread; returns without waiting on Redis or the database.
         """
-        if self.router.detach(user_id, conn):
-            self._jobs.put(lambda: self._release(user_id))
+        if not self.router.detach(user_id, conn):
+            if released is not None:
+                released()
+            return
+
+        def job() -> None:
+            self._release(user_id)
+            if released is not None:
+                released()
+
+        self._jobs.put(job)
 
     def _release(self, user_id: int) -> None:
         """Releasing thread: unsubscribe, then mark offline, then let logins in."""

@@ -41,6 +41,7 @@ __all__ = [
     "req_int",
     "req_str",
     "to_legacy_login_ack",
+    "valid_seq",
 ]
 
 Message = dict[str, Any]
@@ -302,6 +303,17 @@ def req_str(msg: Message, key: str, min_len: int = 0, max_len: int | None = None
         limit = f"{min_len}-{max_len}" if max_len is not None else f"at least {min_len}"
         raise BadField(f"field {key!r} must be {limit} characters long")
     return value
+
+
+#: A request's ``seq``: an integer that fits in 64 signed bits or a short string.
+SEQ_MIN, SEQ_MAX, SEQ_MAX_LEN = -(1 << 63), (1 << 63) - 1, 64
+
+
+def valid_seq(value: object) -> bool:
+    """True if ``value`` may be echoed back as a ``seq`` (bool is not an integer here)."""
+    if type(value) is int:
+        return SEQ_MIN <= value <= SEQ_MAX
+    return type(value) is str and len(value) <= SEQ_MAX_LEN
 
 
 def opt_int(msg: Message, key: str) -> int | None:

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 import orjson
 
 from chat.bus import Bus
+from chat.logbook import WarningSummary
 from chat.outbox import Entry
 from chat.protocol import MsgId
 from chat.session import Connection, Session
@@ -42,11 +43,13 @@ log = logging.getLogger("chat.router")
 
 class Router:
     def __init__(self, store: Store, bus: Bus, max_offline: int | None = None,
-                 max_offline_bytes: int | None = None) -> None:
+                 max_offline_bytes: int | None = None,
+                 warnings: WarningSummary | None = None) -> None:
         self.store = store
         self.bus = bus
         self.max_offline = max_offline
         self.max_offline_bytes = max_offline_bytes
+        self.warnings = warnings or WarningSummary(log)
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
         self._online: dict[int, Connection] = {}
@@ -189,8 +192,12 @@ class Router:
             self.bus.notify_stored_many(elsewhere)
 
     def caps_hit(self, dropped: dict[int, int]) -> None:
+        """Offline caps dropped the oldest messages of these users (count per user)."""
         for user_id, count in dropped.items():
-            log.warning("user %d is over its offline cap: dropped the %d oldest", user_id, count)
+            self.warnings.warn(
+                "offline-cap", "dropped {amount} oldest offline messages for {subjects} "
+                "user(s) in the last {seconds} s", user_id, count,
+                "user %d is over its offline cap: dropped the %d oldest", user_id, count)
 
     def kick(self, user_id: int) -> bool:
         """If the user is here, have its outbox page out what was stored; False if not here.

@@ -24,6 +24,7 @@ from chat.bus import Bus, LocalBus
 from chat.guards import ConnectionGuard
 from chat.limits import Limits, TokenBucket
 from chat.protocol import FrameDecoder
+from chat.proxyproto import ProxyHeaderReader, ProxyProtocolError
 from chat.service import ChatService
 from chat.session import Session
 from chat.store import open_store
@@ -55,6 +56,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    default=env("CHAT_TURNS", "on").lower() not in ("off", "0", "no", "false"),
                    help="sub-reactor threads take turns, as reactor/turn.py explains "
                         "(CHAT_TURNS=on|off, default on where Python has a GIL)")
+    p.add_argument("--proxy-protocol", action=argparse.BooleanOptionalAction,
+                   default=env("CHAT_PROXY_PROTOCOL", "off").lower() in ("on", "1", "yes", "true"),
+                   help="every connection starts with a PROXY v1/v2 header (nginx's "
+                        "proxy_protocol on;); one without is closed (CHAT_PROXY_PROTOCOL)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
     limits = p.add_argument_group("limits")
@@ -87,6 +92,7 @@ class ChatServer:
     def __init__(self, loop: EventLoop, args: argparse.Namespace) -> None:
         self.loop = loop
         self.limits = limits_from(args)
+        self.proxy_protocol: bool = args.proxy_protocol
         self.tcp = TcpServer(loop, (args.host, args.port), "chat")
         self.tcp.set_thread_num(args.threads)
         if not args.turns:
@@ -107,6 +113,7 @@ class ChatServer:
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
         self.loop.run_every(RECORD_MIDS_EVERY, self._record_mids)
+        self.loop.run_every(self.limits.log_interval, self.service.warnings.flush)
         host, port = self.tcp.address[:2]
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
 
@@ -124,6 +131,8 @@ class ChatServer:
                     post=conn.post,
                     decoder=FrameDecoder(self.limits.max_frame),
                     bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
+                    peer_host=_host(conn.peer_address),
+                    proxy_reader=ProxyHeaderReader() if self.proxy_protocol else None,
                 )
         elif isinstance(conn.context, Session):
             self.guard.release()
@@ -131,11 +140,40 @@ class ChatServer:
 
     def on_message(self, conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
         session = conn.context
-        if not isinstance(session, Session):  # refused at admission: ignore what it sends
-            buf.retrieve_all()
+        if not isinstance(session, Session) or session.closing_since is not None:
+            buf.retrieve_all()  # refused at admission, or condemned: nothing more is served
             return
-        session.last_seen = time.monotonic()
-        self.service.on_data(conn, session, buf.retrieve_all())
+        now = session.read_at = time.monotonic()
+        pending = session.decoder.buffered
+        data = buf.retrieve_all()
+        if session.proxy_reader is not None:
+            data = self._take_proxy_header(conn, session, data)
+            if not data:
+                return
+        self.service.on_data(conn, session, data)
+        if session.decoder.buffered < pending + len(data):  # a terminator ended a frame
+            session.last_seen = now
+
+    def _take_proxy_header(self, conn: TcpConnection, session: Session, data: bytes) -> bytes:
+        """Connection's loop: the bytes after the PROXY header, once it is complete."""
+        assert session.proxy_reader is not None
+        try:
+            parsed = session.proxy_reader.feed(data)
+        except ProxyProtocolError as exc:
+            session.closing_since = time.monotonic()
+            self.service.warnings.warn(
+                "proxy", "{events} more connections without a valid PROXY header closed in "
+                "the last {seconds} s", None, 1,
+                "%s: %s, closing (--proxy-protocol expects one first)", conn.name, exc)
+            conn.force_close()
+            return b""
+        if parsed is None:
+            return b""
+        header, rest = parsed
+        session.proxy_reader = None
+        if header.source is not None:
+            session.peer_host = header.source[0]
+        return rest
 
     # -- shutdown --------------------------------------------------------------
 
@@ -159,6 +197,10 @@ class ChatServer:
         for conn in remaining:
             conn.force_close()
         self.loop.quit()
+
+
+def _host(address: Any) -> str:
+    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
 def watch_signals(loop: EventLoop, on_stop: Callable[[], None]) -> None:

@@ -16,8 +16,10 @@ from collections.abc import Callable
 import orjson
 
 from chat.bus import Bus
-from chat.limits import FailureThrottle, Limits
+from chat.limits import AddressBuckets, FailureThrottle, Limits
+from chat.logbook import WarningSummary
 from chat.mids import DEAD_AFTER_MS, MAX_NODE, MIGRATION_NODE, MidGenerator, now_ms
+from chat.names import BadName, check_name
 from chat.outbox import PUSH_LIMIT, Caps, Entry, Outbox
 from chat.presence import Presence
 from chat.protocol import (
@@ -34,14 +36,17 @@ from chat.protocol import (
     req_int,
     req_str,
     to_legacy_login_ack,
+    valid_seq,
 )
 from chat.router import Router
 from chat.session import Connection, Session
-from chat.store import GroupNameTaken, NameTaken, Store, StoreUnavailable
+from chat.store import GroupNameTaken, NameTaken, Store, StoreUnavailable, User
+from chat.workers import Outcome, WorkerPool
 
 log = logging.getLogger("chat.service")
 
 Handler = Callable[[Connection, Session, Message], None]
+Item = Message | FrameError
 
 
 class RequestFailed(Exception):
@@ -61,14 +66,22 @@ class ChatService:
         self.bus = bus
         self.server_id = server_id
         self.limits = limits or Limits()
-        self.router = Router(store, bus, self.limits.max_offline, self.limits.max_offline_bytes)
+        # Warnings a client can repeat at will are summarised (chat/logbook.py).
+        self.warnings = WarningSummary(logging.getLogger("chat"), self.limits.log_interval)
+        self.router = Router(store, bus, self.limits.max_offline, self.limits.max_offline_bytes,
+                             self.warnings)
         self.mids = MidGenerator(MIGRATION_NODE)  # until start() claims this server's node
         self._mids_recorded = 0
         self.presence = Presence(store, bus, self.router, server_id)
-        self._failed_accounts = FailureThrottle(self.limits.account_failures,
-                                                self.limits.login_window)
+        # Keyed by (account, address): a stranger's failures never lock the owner out.
+        self._failed_logins = FailureThrottle(self.limits.account_failures,
+                                              self.limits.login_window)
         self._failed_addresses = FailureThrottle(self.limits.address_failures,
                                                  self.limits.login_window)
+        self._registrations = AddressBuckets(self.limits.register_rate,
+                                             self.limits.register_burst)
+        # Password hashes run here, never on a loop thread (see _offload).
+        self.workers = WorkerPool(self.limits.hash_workers, self.limits.hash_queue, "hash")
         self._handlers: dict[int, Handler] = {
             MsgId.LOGIN_MSG: self.login,
             MsgId.REG_MSG: self.register,
@@ -107,24 +120,51 @@ class ChatService:
     # -- frames in -------------------------------------------------------------
 
     def on_data(self, conn: Connection, session: Session, data: bytes) -> None:
-        """Loop thread of ``conn``: decode and handle every complete frame, in order."""
-        for item in session.decoder.feed(data):
+        """Loop thread of ``conn``: decode and handle every complete frame, in order.
+
+        While a request of the connection waits for a worker (``suspended``),
+        what arrives is held, undecoded, and served once that request is done.
+        """
+        if session.suspended:
+            self._hold(conn, session, data)
+        else:
+            self._serve(conn, session, session.decoder.feed(data))
+
+    def _serve(self, conn: Connection, session: Session, items: list[Item]) -> None:
+        for i, item in enumerate(items):
             if type(item) is dict:
-                self.handle(conn, session, item)
+                try:
+                    self.handle(conn, session, item)
+                except Exception:
+                    self._bug(conn, session, item)
+                if session.closing_since is not None:
+                    return  # condemned: the rest of its input is not served
+                if session.suspended:
+                    session.waiting = items[i + 1:]
+                    return
                 continue
             assert isinstance(item, FrameError)
             self._reply_error(conn, session, item.errno, item.errmsg, None)
             if item.fatal:
-                log.info("%s: %s, closing", conn.name, item.errmsg)
+                session.closing_since = time.monotonic()
+                self.warnings.warn("fatal-frame", "{events} more connections closed for a "
+                                   "bad frame in the last {seconds} s", conn.name, 1,
+                                   "%s: %s, closing", conn.name, item.errmsg,
+                                   level=logging.INFO)
                 conn.force_close() if session.legacy else conn.shutdown()
                 return
 
     def handle(self, conn: Connection, session: Session, msg: Message) -> None:
+        """Loop thread of ``conn``: one request, answered; raises only on a bug."""
         msgid = msg.get("msgid")
         handler = self._handlers.get(msgid) if type(msgid) is int else None
+        # A seq that cannot be echoed is dropped before any reply could carry it.
+        bad_seq = "seq" in msg and not valid_seq(msg["seq"])
+        if bad_seq:
+            del msg["seq"]
         try:
             if session.bucket is not None:
-                if session.bucket.take(session.last_seen):
+                if session.bucket.take(session.read_at):
                     session.refused = 0
                 else:
                     self._over_rate(conn, session)
@@ -132,29 +172,104 @@ class ChatService:
                 raise RequestFailed(Errno.BAD_REQUEST, f"unknown msgid {msgid!r}")
             if session.user_id is None and msgid not in self._anonymous:
                 raise RequestFailed(Errno.NOT_LOGGED_IN, "log in first")
-            seq = msg.get("seq")
-            if seq is not None and (type(seq) is not int and not isinstance(seq, str)):
-                raise RequestFailed(Errno.BAD_REQUEST, "field 'seq' must be an integer or a string")
+            if bad_seq:
+                raise BadField("field 'seq' must be an integer in -2^63..2^63-1 "
+                               "or a string of at most 64 characters")
             handler(conn, session, msg)
-        except RequestFailed as exc:
+        except _REFUSALS as exc:
+            self._refuse(conn, session, msg, exc)
+
+    def _refuse(self, conn: Connection, session: Session, msg: Message,
+                exc: RequestFailed | BadField | StoreUnavailable) -> None:
+        """The reply to a request the rules, its fields or the storage refused."""
+        if isinstance(exc, RequestFailed):
             self._fail(conn, session, msg, exc.errno, exc.errmsg)
-        except BadField as exc:
+        elif isinstance(exc, BadField):
             self._fail(conn, session, msg, Errno.BAD_REQUEST, str(exc))
-        except StoreUnavailable as exc:
-            log.warning("%s: msgid %s failed, storage unavailable: %s", conn.name, msgid, exc)
+        else:
+            self.warnings.warn("storage", "{events} more requests failed, storage "
+                               "unavailable, in the last {seconds} s", None, 1,
+                               "%s: msgid %s failed, storage unavailable: %s",
+                               conn.name, msg.get("msgid"), exc)
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
+
+    def _hold(self, conn: Connection, session: Session, data: bytes) -> None:
+        session.held += data
+        if len(session.held) > HELD_FRAMES * self.limits.max_frame:
+            session.closing_since = time.monotonic()
+            self.warnings.warn("held", "{events} more connections closed for sending too "
+                               "much during a login in the last {seconds} s", None, 1,
+                               "%s: %d bytes sent while its login or registration waited, "
+                               "closing", conn.name, len(session.held))
+            conn.force_close()
+
+    def _offload(self, conn: Connection, session: Session, msg: Message,
+                 work: Callable[[], object], then: Callable[[Outcome], None]) -> None:
+        """Run ``work`` on a worker, then ``then(outcome)`` in the connection's loop.
+
+        The connection's later frames wait meanwhile (``suspended``), so a chat
+        request right behind a login is served after the login.  A full
+        queue refuses the request at once.
+        """
+        def done(outcome: Outcome) -> None:  # a worker thread
+            session.post(lambda: self._offloaded(conn, session, msg, outcome, then))
+
+        session.suspended = True  # before submit: with no worker threads it is done at once
+        if not self.workers.submit(work, done):
+            session.suspended = False
+            raise RequestFailed(Errno.SERVER_ERROR, "server busy, try again")
+
+    def _offloaded(self, conn: Connection, session: Session, msg: Message,
+                   outcome: Outcome, then: Callable[[Outcome], None]) -> None:
+        """Loop thread: finish the offloaded request, then serve what waited behind it."""
+        if session.closing_since is not None:
+            return  # gone meanwhile: nobody to answer, nothing to log in
+        try:
+            then(outcome)
+        except _REFUSALS as exc:
+            self._refuse(conn, session, msg, exc)
         except Exception:
-            log.exception("%s: bug while handling msgid %r", conn.name, msgid)
-            self._fail(conn, session, msg, Errno.SERVER_ERROR, "internal server error")
+            self._bug(conn, session, msg)
+        session.suspended = False
+        waiting, session.waiting = session.waiting, []
+        held, session.held = bytes(session.held), bytearray()
+        self._serve(conn, session, waiting)
+        if held and session.closing_since is None:
+            self.on_data(conn, session, held)
+
+    def _bug(self, conn: Connection, session: Session, msg: Message) -> None:
+        """A request ended in an exception: log it once, answer errno 9, go on.
+
+        The reply is built from the request's msgid and (already checked) seq
+        only, so whatever else in the request broke the handler cannot break it.
+        """
+        msgid = msg.get("msgid")
+        log.exception("%s: bug while handling msgid %r", conn.name, msgid)
+        minimal: Message = {"msgid": msgid if type(msgid) is int else None}
+        if "seq" in msg and valid_seq(msg["seq"]):
+            minimal["seq"] = msg["seq"]
+        try:
+            self._fail(conn, session, minimal, Errno.SERVER_ERROR, "internal server error")
+        except Exception:
+            log.exception("%s: could not even answer errno 9", conn.name)
 
     def _over_rate(self, conn: Connection, session: Session) -> None:
         """Refuse a request over the rate; a client that keeps on is cut off."""
         session.refused += 1
-        if session.refused == 1:
-            log.info("%s: over %g requests/s, refusing", conn.name, self.limits.rate)
+        if session.refused == 1 and "rate" not in session.noted:
+            session.noted.add("rate")
+            self.warnings.warn("rate", "{events} more connections went over the request "
+                               "rate in the last {seconds} s", conn.name, 1,
+                               "%s: over %g requests/s, refusing", conn.name,
+                               self.limits.rate, level=logging.INFO)
         if session.refused > self.limits.burst:
-            log.warning("%s: still flooding after %d refusals, closing", conn.name,
-                        session.refused)
+            # Condemned: on_data serves nothing more of it, the sweep ends it
+            # if the client does not close after reading its refusals.
+            session.closing_since = time.monotonic()
+            self.warnings.warn("flood", "{events} more flooding connections closed in "
+                               "the last {seconds} s", conn.name, 1,
+                               "%s: still flooding after %d refusals, closing", conn.name,
+                               session.refused)
             conn.shutdown()
         raise RequestFailed(Errno.SERVER_ERROR, "too many requests, slow down")
 
@@ -198,31 +313,55 @@ class ChatService:
         name = req_str(msg, "name", 1, 50)
         password = req_str(msg, "password", 1, 128)
         try:
-            user_id = self.store.register(name, password)
-        except NameTaken:
-            raise RequestFailed(Errno.INVALID, "this name is already taken") from None
-        self._reply(conn, session, msg, {"msgid": MsgId.REG_MSG_ACK, "errno": 0, "id": user_id})
+            name = check_name(name)
+        except BadName as exc:
+            raise RequestFailed(Errno.INVALID, str(exc)) from None
+        if not self._registrations.take(session.peer_host or _host(conn)):
+            raise RequestFailed(Errno.SERVER_ERROR,
+                                "too many registrations from your address, try again later")
+
+        def work() -> int | None:  # a worker thread: the hash, then the insert
+            try:
+                return self.store.register(name, password)
+            except NameTaken:
+                return None
+
+        def then(outcome: Outcome) -> None:
+            user_id = outcome.result()
+            if user_id is None:
+                raise RequestFailed(Errno.INVALID, "this name is already taken")
+            self._reply(conn, session, msg,
+                        {"msgid": MsgId.REG_MSG_ACK, "errno": 0, "id": user_id})
+        self._offload(conn, session, msg, work, then)
 
     def login(self, conn: Connection, session: Session, msg: Message) -> None:
         user_id = req_int(msg, "id")
         password = req_str(msg, "password")
-        acking = msg.get("ack") is True and not session.legacy
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
-        address = _host(conn)
-        if self._failed_accounts.blocked(user_id) or self._failed_addresses.blocked(address):
+        address = session.peer_host or _host(conn)
+        attempt = (user_id, address)
+        if self._failed_logins.blocked(attempt) or self._failed_addresses.blocked(address):
             raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
-        user = self.store.authenticate(user_id, password)
+        self._offload(conn, session, msg, lambda: self.store.authenticate(user_id, password),
+                      lambda outcome: self._authenticated(conn, session, msg, attempt,
+                                                          outcome.result()))
+
+    def _authenticated(self, conn: Connection, session: Session, msg: Message,
+                       attempt: tuple[int, str], user: User | None) -> None:
+        """Loop thread: the rest of a login, once the password was checked."""
+        address = attempt[1]
         if user is None:
-            self._failed_accounts.failed(user_id)
+            self._failed_logins.failed(attempt)
             self._failed_addresses.failed(address)
             raise RequestFailed(Errno.INVALID, "id or password is invalid!")
-        self._failed_accounts.succeeded(user_id)
+        self._failed_logins.succeeded(attempt)
+        acking = msg.get("ack") is True and not session.legacy
         outbox = self._outbox(conn, session, user.id, acking)
         session.outbox = outbox  # before the claim: live messages may follow at once
         claimed = False
         try:
-            claimed = self.presence.claim(user_id, conn)
+            claimed = self.presence.claim(user.id, conn)
         finally:
             if not claimed:
                 session.outbox = None
@@ -295,17 +434,33 @@ class ChatService:
         return ack, stored - len(first)
 
     def logout(self, conn: Connection, session: Session, msg: Message) -> None:
+        """The ack waits for the release (off the loop), so that once a client has
+        it, the cluster sees the user offline; later frames wait with it."""
         self._check_identity(session, msg)
-        self._drop_session(conn, session)
-        self._reply(conn, session, msg, {"msgid": MsgId.LOGINOUT_MSG_ACK, "errno": 0})
+
+        def acked(_: Outcome) -> None:
+            self._reply(conn, session, msg, {"msgid": MsgId.LOGINOUT_MSG_ACK, "errno": 0})
+
+        def released() -> None:  # the releasing thread
+            session.post(lambda: self._offloaded(conn, session, msg, Outcome(), acked))
+
+        session.suspended = True
+        self._drop_session(conn, session, released)
 
     def on_disconnect(self, conn: Connection, session: Session) -> None:
         """The connection is gone: its user, if any, is offline at once."""
+        if session.closing_since is None:  # a login still at a worker must not claim it
+            session.closing_since = time.monotonic()
         self._drop_session(conn, session)
 
-    def _drop_session(self, conn: Connection, session: Session) -> None:
+    def _drop_session(self, conn: Connection, session: Session,
+                      released: Callable[[], None] | None = None) -> None:
+        """The login of ``session`` ends; ``released`` is called (from any thread)
+        once the cluster sees the user offline."""
         user_id = session.user_id
         if user_id is None:
+            if released is not None:
+                released()
             return
         session.user_id = session.name = None
         outbox = session.outbox
@@ -314,7 +469,7 @@ class ChatService:
             if gone or outbox.acking:
                 conn.set_write_complete_callback(None)
             outbox.close(gone)  # before the release: a new login must find it stored
-        self.presence.release(user_id, conn)
+        self.presence.release(user_id, conn, released)
 
     def delivery_ack(self, conn: Connection, session: Session, msg: Message) -> None:
         mid = req_int(msg, "mid")
@@ -447,7 +602,13 @@ class ChatService:
         """Mark every user of this process offline (only this process's users)."""
         self.presence.release_all()
         self.bus.close()
+        self.workers.stop(timeout=0)  # daemon threads: the process is ending
 
+
+_REFUSALS = (RequestFailed, BadField, StoreUnavailable)
+# What a connection may send while its login or registration waits for a
+# worker, in frames of the largest size; more closes it (memory stays bounded).
+HELD_FRAMES = 4
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from chat.limits import TokenBucket
 from chat.outbox import Outbox
 from chat.protocol import DEFAULT_MAX_FRAME, Dialect, FrameDecoder
+from chat.proxyproto import ProxyHeaderReader
 
 
 class Connection(Protocol):
@@ -55,11 +56,24 @@ class Session:
     post: Callable[[Callable[[], None]], None]
     decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(DEFAULT_MAX_FRAME))
     bucket: TokenBucket | None = None  # request rate limit; None: unlimited
+    # The client's address: the socket's peer, or what the PROXY header said
+    # (``proxy_reader`` waits for that header, with --proxy-protocol).
+    peer_host: str = ""
+    proxy_reader: ProxyHeaderReader | None = None
     user_id: int | None = None
     name: str | None = None
     refused: int = 0  # requests refused for the rate, in a row
+    # A request of this connection waits for a worker (chat/workers.py): the
+    # frames decoded behind it and the bytes read since wait here, in order.
+    suspended: bool = False
+    waiting: list[Any] = field(default_factory=list)
+    held: bytearray = field(default_factory=bytearray)
+    noted: set[str] = field(default_factory=set)  # reasons already logged: one line each
     opened: float = field(default_factory=time.monotonic)
-    last_seen: float = field(default_factory=time.monotonic)  # of the last bytes received
+    # Idle means no complete frame: a trickle of bytes that never ends a frame
+    # must not hold a connection open, so only a terminator refreshes this.
+    last_seen: float = field(default_factory=time.monotonic)  # of the last complete frame
+    read_at: float = field(default_factory=time.monotonic)  # of the last read: the rate clock
     closing_since: float | None = None  # told to go (idle, full, slow): closed soon
     backlogged_since: float | None = None  # over the high-water mark since then
     outbox: Outbox | None = None  # this login's chat messages on their way out

@@ -27,8 +27,11 @@ class ChatSession:
         port: int,
         timeout: float = 10.0,
         dialect: Dialect = Dialect.MODERN,
+        source: str | None = None,
     ) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        # ``source``: the local address to connect from (e.g. 127.0.0.2 in tests).
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.dialect = dialect

@@ -34,7 +34,11 @@ FAST_HASH_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
 # The server's per-connection request limit (chat/limits.py, 2,000/s) stops one
 # greedy client; a benchmark connection is one by design (a ping-pong pair of 2
 # users alone runs at 7,000/s).  Lifted, unless the caller's environment sets it.
-UNLIMITED_RATE_ENV = {"CHAT_RATE": "1e9", "CHAT_BURST": "1000000000"}
+# The same for registrations per address and waiting password hashes: a
+# benchmark registers thousands of users from one address at once.
+UNLIMITED_RATE_ENV = {"CHAT_RATE": "1e9", "CHAT_BURST": "1000000000",
+                      "CHAT_REGISTER_RATE": "1e9", "CHAT_REGISTER_BURST": "1000000000",
+                      "CHAT_HASH_QUEUE": "1000000"}
 
 
 def relay_path(explicit: str | None = None) -> str:

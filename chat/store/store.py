@@ -10,6 +10,7 @@ and inside the pool's ``blocking()`` like the queries.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from .errors import GroupNameTaken, NameTaken, StoreError
@@ -19,6 +20,15 @@ from .records import Group, GroupMember, User
 from .schema import create_statements
 
 Cursor = Any  # a DB-API cursor of either driver
+
+# Ids a client may name: 1..2^63-1.  Any other id names nobody, and SQLite
+# cannot even bind 2^63 and up (OverflowError), so it never reaches a query.
+_ID_MAX = (1 << 63) - 1
+
+
+def _known_range(value: int) -> bool:
+    return 0 < value <= _ID_MAX
+
 
 _SET_OFFLINE = "UPDATE user SET state='offline', server=NULL"
 _GROUPS_OF = (
@@ -38,6 +48,7 @@ class Store:
         self._pool = pool
         self._sql = pool.dialect.sql
         self._password_cost = password_cost
+        self._dummy: str | None = None  # a hash of the configured cost, for no account
 
     @property
     def blocking(self) -> Blocking:
@@ -70,7 +81,11 @@ class Store:
     # -- users ---------------------------------------------------------------
 
     def register(self, name: str, password: str) -> int:
-        """Create a user, return its id; raise NameTaken if the name exists."""
+        """Create a user, return its id; raise NameTaken if the name exists.
+
+        Names are stored in NFC (chat/names.py), the form every lookup uses.
+        """
+        name = unicodedata.normalize("NFC", name)
         with self._pool.blocking():
             stored = hash_password(password, self._password_cost)
 
@@ -85,17 +100,39 @@ class Store:
 
     def authenticate(self, user_id: int, password: str) -> User | None:
         """The user if the password matches, else None (also for no such user)."""
-        rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
-                          (user_id,))
-        if not rows:
-            return None
+        rows: list[tuple[Any, ...]] = []
+        if _known_range(user_id):
+            rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
+                              (user_id,))
+        return self._check_password(rows, password)
+
+    def _check_password(self, rows: list[tuple[Any, ...]], password: str) -> User | None:
+        """The one place a login's password is checked, whatever named the account.
+
+        ``rows`` holds the account's (id, name, state, password) row, or
+        nothing.  For no account a dummy hash of the configured cost is
+        checked all the same, so a login to an unknown account costs the same
+        scrypt as a wrong password and its timing does not tell which ids exist.
+        """
+        stored = rows[0][3] if rows else self._dummy_hash()
         with self._pool.blocking():
-            if not verify_password(password, rows[0][3]):
-                return None
+            matches = verify_password(password, stored)
+        if not rows or not matches:
+            return None
         uid, name, state, _ = rows[0]
         return User(int(uid), name, state)
 
+    def _dummy_hash(self) -> str:
+        # Made once, at the first login to nobody; two threads racing here
+        # both make a valid one, and either may stay.
+        if self._dummy is None:
+            with self._pool.blocking():
+                self._dummy = hash_password("not a password", self._password_cost)
+        return self._dummy
+
     def get_user(self, user_id: int) -> User | None:
+        if not _known_range(user_id):
+            return None
         rows = self._read("SELECT id, name, state FROM user WHERE id = ?", (user_id,))
         return User(int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
@@ -166,6 +203,8 @@ class Store:
 
     def join_group(self, group_id: int, user_id: int) -> bool:
         """Join as 'normal'; False if no such group.  Joining again changes nothing."""
+        if not _known_range(group_id):
+            return False
         def work(cur: Cursor) -> bool:
             self._exec(cur, "{insert_ignore} INTO groupuser (groupid, userid, grouprole)"
                             " SELECT id, ?, 'normal' FROM allgroup WHERE id = ?",
@@ -178,6 +217,8 @@ class Store:
 
     def group_member_ids(self, group_id: int) -> list[int] | None:
         """Member ids in id order, or None if no such group.  One indexed query."""
+        if not _known_range(group_id):
+            return None
         rows = self._read(
             "SELECT g.id, m.userid FROM allgroup g"
             " LEFT JOIN groupuser m ON m.groupid = g.id"

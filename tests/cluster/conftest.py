@@ -65,8 +65,10 @@ class Cluster:
 
 
 def start_server(db: str, redis_url: str, threads: int = 2) -> ServerProcess:
+    # nginx tells the servers who each client is (conf/nginx.conf); tests that
+    # connect to a server directly send that header themselves (ServerProcess).
     return ServerProcess(db, threads=threads, extra=[
-        "--redis", redis_url, "--server-id", unique("srv-")]).start()
+        "--redis", redis_url, "--server-id", unique("srv-"), "--proxy-protocol"]).start()
 
 
 MakeCluster = Callable[..., Cluster]
@@ -89,7 +91,8 @@ def make_cluster(mysql_url: str, module_redis: RedisServer) -> Iterator[MakeClus
         c = Cluster(redis, [start_server(mysql_url, redis.url) for _ in range(n)])
         made.append((c, own_redis))
         if nginx:
-            c.nginx = NginxProcess([("127.0.0.1", s.port) for s in c.servers]).start()
+            c.nginx = NginxProcess([("127.0.0.1", s.port) for s in c.servers],
+                                   proxy_protocol=True).start()
         return c
 
     yield make
@@ -103,7 +106,8 @@ def make_cluster(mysql_url: str, module_redis: RedisServer) -> Iterator[MakeClus
 def cluster(mysql_url: str, module_redis: RedisServer) -> Iterator[Cluster]:
     c = Cluster(module_redis, [start_server(mysql_url, module_redis.url, threads=4)
                                for _ in range(2)])
-    c.nginx = NginxProcess([("127.0.0.1", s.port) for s in c.servers]).start()
+    c.nginx = NginxProcess([("127.0.0.1", s.port) for s in c.servers],
+                           proxy_protocol=True).start()
     yield c
     c.close()
 

@@ -38,6 +38,12 @@ def test_rendering_replaces_backends_listen_and_module_path(tmp_path: Path) -> N
     # The template itself is what the issue asks for.
     raw = _directives(template)
     assert "least_conn;" in raw and "listen 8000 backlog=4096 so_keepalive=on;" in raw
+    # The servers learn each client's address from nginx's PROXY header.
+    assert "proxy_protocol on;" in raw and "proxy_protocol on;" in dynamic
+    without = _directives(render_nginx_conf(template, [("127.0.0.1", 7001)], "127.0.0.1:9",
+                                            NginxBuild("nginx", "static", ""),
+                                            proxy_protocol=False))
+    assert "proxy_protocol on;" not in without
     assert [d for d in raw if d.startswith("server 127.")] == [
         "server 127.0.0.1:6000 max_fails=1 fail_timeout=5s;",
         "server 127.0.0.1:6002 max_fails=1 fail_timeout=5s;"]

@@ -51,8 +51,8 @@ def login_again(sessions, acct, **kwargs) -> tuple[ChatSession, dict]:
 def stored_for(sender: ChatSession, to: int, texts: list[str]) -> list[int]:
     """Send ``texts`` to an offline user; return their mids."""
     mids = []
-    for text in texts:
-        ack = sender.chat(to, text, seq=text)
+    for n, text in enumerate(texts):
+        ack = sender.chat(to, text, seq=n)
         assert ack["state"] == "stored", ack
         mids.append(ack["mid"])
     return mids

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from chat.bus import LocalBus
+from chat.limits import Limits
 from chat.protocol import Errno, MsgId
 from chat.service import ChatService
 from chat.session import Session
@@ -78,7 +79,8 @@ class FakeConn:
 def world(tmp_path: Path) -> Iterator[tuple[ChatService, FlakyStore, int]]:
     store = open_store(f"sqlite:///{tmp_path / 'chat.db'}", password_cost=4)
     flaky = FlakyStore(store)
-    service = ChatService(flaky, LocalBus(), "s1")  # type: ignore[arg-type]
+    # No hash workers: a login is answered before handle() returns, as the checks expect.
+    service = ChatService(flaky, LocalBus(), "s1", Limits(hash_workers=0))  # type: ignore[arg-type]
     service.start()
     uid = store.register("carol", "pw")
     store.store_offline_many([(uid, orjson.dumps({"msgid": 5, "msg": f"m{i}"}).decode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -232,3 +233,55 @@ def test_a_refused_connection_that_lingers_is_closed(limited_server):
             pass
         assert time.monotonic() < deadline, "the refused connection was never closed"
     assert keeper.register("still-served", "pw")["errno"] == 0
+
+
+def test_a_trickle_of_a_never_finished_frame_does_not_hold_a_connection_open(limited_server):
+    srv = limited_server("--idle-timeout", "1")
+    dodger = logged_in(srv, "dodger")
+    trickle = b'{"msgid":5,"to":1,"msg":"' + b"z" * 200
+    closed = False
+    for byte in trickle:  # one byte every 0.2 s: 40 s in all, far past the timeout
+        try:
+            dodger.send_raw(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        if dodger.closed_by_server(timeout=0.2):
+            closed = True
+            break
+    assert closed
+    assert dodger.pushed and dodger.pushed[0]["errno"] == Errno.BAD_REQUEST
+    assert "keep-alive" in dodger.pushed[0]["errmsg"]
+
+
+def test_a_flooding_connection_writes_a_bounded_number_of_log_lines(limited_server):
+    srv = limited_server("--rate", "5", "--burst", "10")
+    flooder = logged_in(srv, "flooder")
+    before = len(srv.lines)
+    frame = b'{"msgid":8,"groupid":1}\n'
+    try:
+        for _ in range(20):  # 3,000 requests, most of them behind the decision to close
+            flooder.send_raw(frame * 150)
+    except OSError:
+        pass
+    assert flooder.closed_by_server(timeout=10)
+    with srv.connect() as probe:  # the server is past the flood once this is answered
+        assert probe.register("probe", "pw")["errno"] == 0
+    flood_lines = srv.lines[before:]
+    assert len(flood_lines) <= 3, flood_lines
+    assert sum("still flooding" in line for line in flood_lines) == 1
+
+
+def test_offline_cap_warnings_are_summarised(limited_server):
+    srv = limited_server("--max-offline", "2", "--log-interval", "2")
+    alice = logged_in(srv, "alice")
+    with srv.connect() as s:
+        bob = s.register("bob", "pw")["id"]
+    for i in range(60):
+        alice.chat(bob, f"m{i}")
+    assert alice.chat(bob, "last", seq=1)["state"] == "stored"
+    srv.wait_for_log(r"dropped \d+ oldest offline messages for 1 user", timeout=15)
+    lines = [line for line in srv.lines if "offline messages" in line]
+    # Whatever the split into intervals, every drop is counted, in a few lines.
+    assert sum(int(re.search(r"dropped (the )?(\d+)", line)[2]) for line in lines) == 59
+    assert len(lines) <= 4, lines

@@ -122,3 +122,25 @@ def test_queries_and_password_hashes_run_inside_the_blocking_hook(store_url: str
         assert hook.entered == before + 4  # the select, then the check of the hash
     finally:
         store.close()
+
+
+def test_a_login_to_nobody_costs_the_same_hash_as_a_wrong_password(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chat.store.store as store_module
+
+    checked: list[str] = []
+
+    def counting_verify(password: str, stored: str) -> bool:
+        checked.append(stored)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(store_module, "verify_password", counting_verify)
+    uid = store.register("erin", "right")
+    assert store.authenticate(uid, "wrong") is None
+    for nobody in (999_999, 0, -5, 2**63):
+        assert store.authenticate(nobody, "wrong") is None
+    assert len(checked) == 5
+    own_cost = checked[0].split("$")[1:4]
+    assert all(stored.split("$")[1:4] == own_cost == [str(FAST_COST), "8", "1"]
+               for stored in checked)
+    assert len(set(checked[1:])) == 1 and checked[1] != checked[0]  # one dummy, made once

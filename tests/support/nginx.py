@@ -26,17 +26,20 @@ class NginxProcess:
     """nginx on a free 127.0.0.1 port balancing over ``backends`` (host, port).
 
     With ``tls`` (certificate chain, key) it runs conf/nginx-tls.conf instead:
-    clients then connect to ``port`` with TLS.
+    clients then connect to ``port`` with TLS.  With ``proxy_protocol`` nginx
+    sends each backend a PROXY header (the backends run ``--proxy-protocol``);
+    without, that line of the template is left out.
     """
 
     def __init__(self, backends: Sequence[tuple[str, int]],
-                 tls: tuple[str, str] | None = None) -> None:
+                 tls: tuple[str, str] | None = None, proxy_protocol: bool = False) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="chat-nginx-"))
         build = find_nginx()
         template = NGINX_TLS_TEMPLATE if tls else NGINX_TEMPLATE
         conf = render_nginx_conf(template.read_text(), backends,
-                                 f"127.0.0.1:{self.port}", build, tls=tls)
+                                 f"127.0.0.1:{self.port}", build, tls=tls,
+                                 proxy_protocol=proxy_protocol)
         (self.dir / "nginx.conf").write_text(conf)
         self.argv = nginx_command(build, self.dir)
         self.process: subprocess.Popen[bytes] | None = None

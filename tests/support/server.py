@@ -15,7 +15,11 @@ from client.session import ChatSession
 LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 # Fast hashing keeps hundreds of test logins quick; one store test uses the default.
-TEST_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
+# Tests register hundreds of users at once from 127.0.0.1: the per-address
+# registration limit and the bound on waiting password hashes are lifted
+# unless a test sets its own (--register-rate, --hash-queue).
+TEST_ENV = {"CHAT_SCRYPT_LOG2N": "8", "CHAT_REGISTER_RATE": "1e9",
+            "CHAT_REGISTER_BURST": "1000000000", "CHAT_HASH_QUEUE": "100000"}
 
 
 class ServerProcess:
@@ -77,7 +81,12 @@ class ServerProcess:
             return found[0]
 
     def connect(self, **kwargs: object) -> ChatSession:
-        return ChatSession("127.0.0.1", self.port, **kwargs)  # type: ignore[arg-type]
+        session = ChatSession("127.0.0.1", self.port, **kwargs)  # type: ignore[arg-type]
+        if "--proxy-protocol" in self.argv:  # stand in for nginx: say who connects
+            (src, sport), (dst, dport) = (session.sock.getsockname(),
+                                          session.sock.getpeername())
+            session.send_raw(f"PROXY TCP4 {src} {dst} {sport} {dport}\r\n".encode())
+        return session
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         assert self.proc is not None

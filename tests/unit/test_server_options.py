@@ -20,3 +20,17 @@ def test_chat_turns_variable(monkeypatch: pytest.MonkeyPatch, value: str, expect
     monkeypatch.setenv("CHAT_TURNS", value)
     assert parse_args([]).turns is expected
     assert parse_args(["--turns"]).turns is True  # the flag wins over the variable
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, False), ("off", False), ("0", False), ("on", True), ("1", True), ("yes", True),
+])
+def test_proxy_protocol_flag_and_variable(monkeypatch: pytest.MonkeyPatch, value: str | None,
+                                          expected: bool) -> None:
+    if value is not None:
+        monkeypatch.setenv("CHAT_PROXY_PROTOCOL", value)
+    else:
+        monkeypatch.delenv("CHAT_PROXY_PROTOCOL", raising=False)
+    assert parse_args([]).proxy_protocol is expected
+    assert parse_args(["--proxy-protocol"]).proxy_protocol is True
+    assert parse_args(["--no-proxy-protocol"]).proxy_protocol is False
