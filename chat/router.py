@@ -244,7 +244,12 @@ class Router:
         try:
             self.store_offline([(user_id, payload)])
         except StoreUnavailable as exc:
-            log.error("message for user %d lost, storage unavailable: %s", user_id, exc)
+            # The user left here a moment ago (its unsubscribe is on its way):
+            # kept with what its last login could not store, stored before its
+            # release completes or its next login here begins.
+            log.warning("message for user %d kept in memory, storage unavailable: %s",
+                        user_id, exc)
+            self.keep_unstored(user_id, [payload])
 
 
 _RECEIPT = int(MsgId.RECEIPT)

@@ -93,8 +93,9 @@ def test_a_chat_request_behind_a_login_in_one_write_is_served_after_it(limited_s
                    + orjson.dumps({"msgid": 5, "to": bob.user_id, "msg": "hi", "seq": 1})
                    + b"\n")
         assert s.recv()["msgid"] == MsgId.LOGIN_MSG_ACK
-        assert s.recv() == {"msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": 5,
-                            "state": "delivered", "seq": 1}
+        ack = s.recv()
+        assert ack == {"msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": 5,
+                       "state": "delivered", "seq": 1, "mid": ack["mid"]}
     assert bob.expect(MsgId.ONE_CHAT_MSG)["msg"] == "hi"
 
 
