@@ -65,6 +65,8 @@ class MsgId(IntEnum):
     LOGINOUT_MSG_ACK = 14
     ERROR_MSG = 15
     CHAT_MSG_ACK = 16
+    DELIVERY_ACK = 17
+    RECEIPT = 18
 
 
 class Errno(IntEnum):

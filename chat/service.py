@@ -182,21 +182,25 @@ class ChatService:
         self._reply(conn, session, msg, {"msgid": MsgId.REG_MSG_ACK, "errno": 0, "id": user_id})
 
     def login(self, conn: Connection, session: Session, msg: Message) -> None:
-        user_id = req_int(msg, "id")
+        account = _login_account(msg)
         password = req_str(msg, "password")
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
         address = _host(conn)
-        if self._failed_accounts.blocked(user_id) or self._failed_addresses.blocked(address):
+        if self._failed_accounts.blocked(account) or self._failed_addresses.blocked(address):
             raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
-        user = self.store.authenticate(user_id, password)
+        if isinstance(account, int):
+            user = self.store.authenticate(account, password)
+        else:
+            user = self.store.authenticate_by_name(account, password)
         if user is None:
-            self._failed_accounts.failed(user_id)
+            self._failed_accounts.failed(account)
             self._failed_addresses.failed(address)
-            raise RequestFailed(Errno.INVALID, "id or password is invalid!")
-        self._failed_accounts.succeeded(user_id)
-        if not self.presence.claim(user_id, conn):
-            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
+            raise RequestFailed(Errno.INVALID, "wrong user id, name or password")
+        self._failed_accounts.succeeded(account)
+        if not self.presence.claim(user.id, conn):
+            raise RequestFailed(Errno.ALREADY_ONLINE,
+                                "this account is already logged in, on this or another device")
         session.user_id, session.name = user.id, user.name
         session.offline_sent_upto = 0
         try:
@@ -371,6 +375,19 @@ class ChatService:
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)
+
+
+def _login_account(msg: Message) -> int | str:
+    """The account a login names: its id (an int) or its name (a str), never both."""
+    user_id = opt_int(msg, "id")
+    name = opt_str(msg, "name")
+    if user_id is not None and name is not None:
+        raise BadField("give either 'id' or 'name', not both")
+    if user_id is not None:
+        return user_id
+    if name is None:
+        raise BadField("field 'id' (an integer) or 'name' (a string) is required")
+    return name
 
 
 def _host(conn: Connection) -> str:

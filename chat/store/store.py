@@ -80,8 +80,16 @@ class Store:
 
     def authenticate(self, user_id: int, password: str) -> User | None:
         """The user if the password matches, else None (also for no such user)."""
-        rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
-                          (user_id,))
+        return self._authenticate("id", user_id, password)
+
+    def authenticate_by_name(self, name: str, password: str) -> User | None:
+        """Like `authenticate`, for the user with this name."""
+        return self._authenticate("name", name, password)
+
+    def _authenticate(self, column: str, key: int | str, password: str) -> User | None:
+        # The one path of every login form: fetch the row, verify the password.
+        rows = self._read(f"SELECT id, name, state, password FROM user WHERE {column} = ?",
+                          (key,))
         if not rows:
             return None
         with self._pool.blocking():

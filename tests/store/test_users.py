@@ -21,6 +21,15 @@ def test_register_authenticate_get_user(store: Store) -> None:
     assert store.get_user(999_999) is None
 
 
+def test_authenticate_by_name(store: Store) -> None:
+    a = store.register("erin", "secret")
+    store.register("Erin", "other")
+    assert store.authenticate_by_name("erin", "secret") == User(a, "erin", "offline")
+    assert store.authenticate_by_name("erin", "other") is None  # Erin's password
+    assert store.authenticate_by_name("ERIN", "secret") is None  # names compare exactly
+    assert store.authenticate_by_name("nobody", "secret") is None
+
+
 def test_names_are_unique_and_case_sensitive(store: Store) -> None:
     store.register("carol", "x")
     with pytest.raises(NameTaken):
@@ -51,6 +60,7 @@ def test_names_with_sql_and_unicode_are_stored_literally(store: Store, name: str
     user = store.get_user(uid)
     assert user is not None and user.name == name
     assert store.authenticate(uid, name) == user
+    assert store.authenticate_by_name(name, name) == user
     store.register("other", "x")  # the user table is still there and usable
     gid = store.create_group(uid, name, name)
     assert [g.name for g in store.groups_of(uid)] == [name]
