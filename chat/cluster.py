@@ -119,9 +119,17 @@ on consecutive ports, all on one MySQL and one Redis, and nginx in front of
 them. Ctrl+C (or SIGTERM) stops everything it started."""
 
 HELP_EXAMPLE = """\
-example:
-  python -m chat.cluster --servers 2      # chat servers on 6000 and 6002, nginx on 8000
-  python -m client 127.0.0.1 8000         # in another terminal, as many as you like"""
+example (or make cluster, then make client PORT=8000):
+  .venv/bin/python -m chat.cluster --servers 2   # chat servers on 6000 and 6002, nginx on 8000
+  .venv/bin/python -m client 127.0.0.1 8000      # in other terminals, as many as you like"""
+
+
+def _client_command(host: str, port: int) -> str:
+    """How to start a client of this cluster, with the Python that runs the launcher."""
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) \
+        else sys.executable
+    make = f"make client PORT={port}" + ("" if host == "127.0.0.1" else f" HOST={host}")
+    return f"{python} -m client {host} {port}   (from the repository: {make})"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -250,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             example = (f"openssl s_client -quiet -connect {args.host}:{args.listen}"
                        " -CAfile CA.pem  (then type JSON frames)")
         else:
-            example = (f"python -m client {args.host} "
-                       f"{args.listen if not args.no_nginx else cluster.ports()[0]}")
+            example = _client_command(args.host, args.listen if not args.no_nginx
+                                      else cluster.ports()[0])
         print(f"cluster ready: {args.servers} chat server(s); connect to {where}, e.g.\n"
               f"    {example}\n"
               "Ctrl+C stops everything.", flush=True)
