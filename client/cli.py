@@ -166,6 +166,7 @@ class App:
             if isinstance(command, Loginout):
                 self.acks.flush()
                 if self._ask({"msgid": MsgId.LOGINOUT_MSG}) is not None:
+                    self.acks.reset()  # what came after the flush is delivered again
                     self.user_id = None
                     self.console.show("logged out")
                     return True
