@@ -160,7 +160,16 @@ def test_ctrl_d_and_ctrl_c_say_bye_on_a_new_line(
             cli.send(b"typed")
             cli.expect(b"typed")
         cli.send(key)
-        cli.expect(b"bye\r\n")
+        try:
+            cli.expect(b"bye\r\n", timeout=1.5)
+        except AssertionError:
+            if key != b"\x03":
+                raise
+            # CPython's readline checks for signals only when its select() is
+            # interrupted: a SIGINT that lands while it handles the last key
+            # typed waits for the next one. A person presses Ctrl+C again.
+            cli.send(key)
+            cli.expect(b"bye\r\n")
         assert cli.proc.wait(5) == 0
         # The line ends before "bye": after the prompt, the typed text, or an echoed ^C.
         tail = bytes(cli.out[cli.out.rfind(prompt):])
