@@ -319,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sp.add_argument("--seconds", type=float, default=10.0, help="measuring window")
         sp.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds")
         sp.add_argument("--targets", default=targets, help=f"comma list (default {targets})")
-        sp.add_argument("--relay", default=None, help="path of another relay script (default benchmarks/relay.py)")
+        sp.add_argument("--relay", default=None,
+                        help="path of another relay script (default benchmarks/relay.py)")
         sp.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
         sp.add_argument("--quick", action="store_true", help="a tiny run for CI (seconds)")
         sp.add_argument("--keep-rate-limit", action="store_true",
