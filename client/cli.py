@@ -245,12 +245,25 @@ def run(
 ) -> int:
     """Connect, serve the user, and return the exit status.  Main thread only."""
     console = Console(stdin, stdout)
-    main_thread = threading.main_thread().ident
-    assert main_thread is not None
     connected: list[Connection] = []
     acks = Acknowledger(lambda mid: connected[0].acknowledge(mid))
     sent = SentMessages()
     inbox = Inbox(console.show, acks.received, sent)
+    try:
+        connected.append(_open(host, port, inbox, acks, max_frame))
+    except OSError as exc:
+        console.show(f"error: cannot connect to {host}:{port}: {exc}")
+        return EXIT_CONNECT
+    try:
+        return _serve(App(console, connected[0], acks, sent))
+    finally:
+        acks.stop()
+
+
+def _open(host: str, port: int, inbox: Inbox, acks: Acknowledger, max_frame: int) -> Connection:
+    """Connect, and start the reader and acknowledger threads.  Main thread only."""
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
 
     def on_lost() -> None:
         # Reader thread: interrupt the main thread if it is blocked on input.
@@ -262,18 +275,11 @@ def run(
     # read; delivered to another thread, it would wait for the next line.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
-        connected.append(Connection.open(host, port, inbox.on_push, on_lost,
-                                         max_frame=max_frame))
+        conn = Connection.open(host, port, inbox.on_push, on_lost, max_frame=max_frame)
         acks.start()
-    except OSError as exc:
-        console.show(f"error: cannot connect to {host}:{port}: {exc}")
-        return EXIT_CONNECT
+        return conn
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    try:
-        return _serve(App(console, connected[0], acks, sent))
-    finally:
-        acks.stop()
 
 
 def _serve(app: App) -> int:
@@ -296,18 +302,23 @@ def _serve(app: App) -> int:
     try:
         status, interrupted = _run_app(app)
         if status == EXIT_OK:
-            # A second Ctrl+C must not cut the (bounded) logout short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            app.logout_quietly()
-            if console.tty and (interrupted or console.eof):
-                console.show("")  # the cursor is after a prompt or an echoed ^C
-            console.show("bye")
+            _leave(app, interrupted)
         conn.close()
         return status
     finally:
         console.before_read = lambda: None
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def _leave(app: App, interrupted: bool) -> None:
+    """Log out and say bye on a line of its own."""
+    # A second Ctrl+C must not cut the (bounded) logout short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    app.logout_quietly()
+    if app.console.tty and (interrupted or app.console.eof):
+        app.console.show("")  # the cursor is after a prompt or an echoed ^C
+    app.console.show("bye")
 
 
 def _run_app(app: App) -> tuple[int, bool]:
