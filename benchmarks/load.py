@@ -278,10 +278,15 @@ def table(rows: list[Row]) -> str:
         if "expected" in r:
             bad += r["expected"] - r["delivered"]
         cells = [r["target"], *(str(r[k]) for k in extra),
-                 f"{_rate_cell(r, rate_key):,.1f}",
+                 _rate_text(_rate_cell(r, rate_key), rate_key),
                  *(f"{lat.get(c, 0):,.0f}" for c in LAT_COLS), str(bad)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _rate_text(value: float, key: str) -> str:
+    # Throughput in whole messages (logins, deliveries) per second; RSS per connection in KiB.
+    return f"{value:,.0f}" if key.endswith("_per_s") else f"{value:,.2f}"
 
 
 def _rate_cell(row: Row, key: str) -> float:

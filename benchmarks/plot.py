@@ -12,7 +12,14 @@ right), written next to it unless ``--out`` says otherwise:
 - ``fanout.json`` (``load.py fanout``): deliveries/s and p99 against group
   size, one line per ``-t`` -> ``fanout.png``;
 - ``compare.json`` (``load.py compare``): bars per system for ping-pong and
-  flood -> ``compare.png``.
+  flood, each labelled with its ratio to the relay -> ``compare.png``;
+- ``pingpong*.json`` (``pingpong.py``): bars per system, each labelled with
+  its ratio to the relay of the same run -> ``pingpong*.png``.
+
+An axis over a few measured values spread by factors of ten (clients 2, 20,
+200, 2,000) is logarithmic and labelled with exactly those values, so a
+reader reads the measured points off the axis, not powers of ten.  Every
+figure says in its footer which run it shows (date, command).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RATE_KEYS = ("deliveries_per_s", "msgs_per_s", "logins_per_s")
@@ -42,6 +49,22 @@ def _footer(fig: Any, summary: dict[str, Any]) -> None:
     m = summary.get("machine", {})
     fig.text(0.01, 0.01, f"{m.get('nproc', '?')} cores, Python {m.get('python', '?')}, "
              f"{m.get('date', '')}; {summary.get('benchmark', '')}", fontsize=7, color="gray")
+
+
+def measured_log_axis(ax: Any, xs: list[float]) -> None:
+    """A log x axis whose ticks are the measured points, written out (2, 20, 2,000)."""
+    ax.set_xscale("log")
+    ax.set_xticks(xs)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _ratio_labels(ax: Any, xs: range, rates: list[float], ratios: list[float | None]) -> None:
+    """Each bar labelled with its throughput ratio to the relay of the same run."""
+    ax.margins(y=0.12)  # room above the tallest bar for its label
+    for x, rate, ratio in zip(xs, rates, ratios, strict=True):
+        text = f"{rate:,.0f}" if ratio is None else f"{ratio:.2f}x"
+        ax.annotate(text, (x, rate), ha="center", va="bottom", fontsize=8)
 
 
 def _two_panels(title: str) -> tuple[Any, Any, Any]:
@@ -82,7 +105,7 @@ def plot_sweep(summary: dict[str, Any], stem: str) -> list[str]:
         for ax in (left, right):
             ax.set_xlabel(label)
             if axis == "clients":
-                ax.set_xscale("log")
+                measured_log_axis(ax, xs)
             else:
                 ax.set_xticks(xs)
         _footer(fig, summary)
@@ -102,8 +125,9 @@ def plot_fanout(summary: dict[str, Any], stem: str) -> list[str]:
         left.plot(xs, [_rate(r) for r in part], "o-", label=target)
         right.plot(xs, [r["latency_us"]["p99"] / 1000 for r in part], "o-", label=target)
     left.axhline(50_000, color="gray", ls="--", lw=1, label="target 50,000/s")
+    sizes = sorted({r["group_size"] for part in lines.values() for r in part})
     for ax in (left, right):
-        ax.set_xscale("log")
+        measured_log_axis(ax, sizes)
         ax.set_xlabel("group size (members, sender included)")
         ax.legend(fontsize=8)
     _footer(fig, summary)
@@ -111,24 +135,51 @@ def plot_fanout(summary: dict[str, Any], stem: str) -> list[str]:
 
 
 def plot_compare(summary: dict[str, Any], stem: str) -> list[str]:
-    fig, left, right = _two_panels("reference relay vs server -t 1 / -t 4 (and 1 vs 2 servers)")
+    date = summary.get("machine", {}).get("date", "")
+    fig, left, right = _two_panels(f"relay vs server -t 1 / -t 4, and 1 vs 2 servers ({date})")
     groups = [("ping-pong", summary.get("pingpong", []), "target"),
               ("flood", summary.get("flood", []), "target"),
               ("cluster ping-pong", summary.get("cluster", []), "scenario")]
-    labels, rates, p99s, colors = [], [], [], []
+    labels, rates, p99s, colors, ratios = [], [], [], [], []
     for i, (name, rows, key) in enumerate(groups):
+        base = next((_rate(r) for r in rows if "relay" in str(r[key])), None)
+        if name == "cluster ping-pong":
+            base = next((_rate(r) for r in rows if r[key] == "one"), None)
         for r in rows:
             labels.append(f"{name}\n{r[key]}".replace("server ", "").replace("reference ", ""))
             rates.append(_rate(r))
+            ratios.append(None if base is None else _rate(r) / base)
             p99s.append(r["latency_us"]["p99"] / 1000)
             colors.append(f"C{i}")
     xs = range(len(labels))
     left.bar(xs, rates, color=colors)
     right.bar(xs, p99s, color=colors)
-    for x, rate in zip(xs, rates, strict=True):
-        left.annotate(f"{rate / 1000:.0f}k", (x, rate), ha="center", va="bottom", fontsize=7)
+    left.set_title("labels: throughput / the relay's (cluster: / one server's)", fontsize=8)
+    _ratio_labels(left, xs, rates, ratios)
     for ax in (left, right):
         ax.set_xticks(list(xs), labels, fontsize=7, rotation=45, ha="right")
+    _footer(fig, summary)
+    return [_save(fig, f"{stem}.png")]
+
+
+def plot_pingpong(summary: dict[str, Any], stem: str) -> list[str]:
+    rows = summary["results"]
+    config = summary.get("config", {})
+    busy = config.get("busy", 0)
+    load = "quiet host" if not busy else f"{busy} process(es) spinning on the cores"
+    fig, left, right = _two_panels(
+        f"chat ping-pong, {config.get('pairs', '?')} pairs, {load}: "
+        f"median of {config.get('rounds', '?')} rounds")
+    base = next((_rate(r) for r in rows if "relay" in r["target"]), None)
+    labels = [r["target"].replace("server ", "").replace("reference ", "") for r in rows]
+    rates = [_rate(r) for r in rows]
+    xs = range(len(rows))
+    left.bar(xs, rates, color=[f"C{i}" for i in xs])
+    right.bar(xs, [r["latency_us"]["p99"] / 1000 for r in rows], color=[f"C{i}" for i in xs])
+    left.set_title("labels: throughput / the relay's in the same run", fontsize=8)
+    _ratio_labels(left, xs, rates, [None if base is None else rate / base for rate in rates])
+    for ax in (left, right):
+        ax.set_xticks(list(xs), labels, fontsize=8, rotation=20, ha="right")
     _footer(fig, summary)
     return [_save(fig, f"{stem}.png")]
 
@@ -153,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             made += plot_fanout(summary, stem)
         elif name == "compare":
             made += plot_compare(summary, stem)
+        elif name.startswith("pingpong"):
+            made += plot_pingpong(summary, stem)
     for path in made:
         print(os.path.relpath(path))
     if not made:
-        print("no sweep_*.json, fanout.json or compare.json found")
+        print("no sweep_*.json, fanout.json, compare.json or pingpong*.json found")
     return 0 if made else 1
 
 

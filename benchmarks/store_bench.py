@@ -221,11 +221,11 @@ def run(backends: list[str], p: dict[str, Any], cost: int, default_cost: bool) -
 
 def format_row(row: dict[str, Any]) -> str:
     text = (f"{row['backend']:6} -t {row['threads']}  log2n {row['scrypt_log2n']:2}  "
-            f"logins/s {row['login']['logins_per_s']:8.1f}")
+            f"logins/s {row['login']['logins_per_s']:8,.0f}")
     if "offline" in row:
         o = row["offline"]
-        text += (f"  stored/s {o['store_per_s']:8.1f} ({o['messages']} in {o['store_seconds']} s)"
-                 f"  delivered/s {o['deliver_per_s']:9.1f}")
+        text += (f"  stored/s {o['store_per_s']:8,.0f} ({o['messages']} in {o['store_seconds']} s)"
+                 f"  delivered/s {o['deliver_per_s']:9,.0f}")
     return text
 
 

@@ -119,25 +119,55 @@ def nginx_command(build: NginxBuild, workdir: Path) -> list[str]:
 
 # -- the launcher ---------------------------------------------------------------
 
+HELP_DESCRIPTION = """\
+Start a whole chat cluster on this machine, for trying it out: chat servers
+on consecutive ports, all on one MySQL and one Redis, and nginx in front of
+them. Ctrl+C (or SIGTERM) stops everything it started."""
+
+HELP_EXAMPLE = """\
+example (or make cluster, then make client PORT=8000):
+  .venv/bin/python -m chat.cluster --servers 2   # chat servers on 6000 and 6002, nginx on 8000
+  .venv/bin/python -m client 127.0.0.1 8000      # in other terminals, as many as you like"""
+
+
+def _client_command(host: str, port: int) -> str:
+    """How to start a client of this cluster, with the Python that runs the launcher."""
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) \
+        else sys.executable
+    make = f"make client PORT={port}" + ("" if host == "127.0.0.1" else f" HOST={host}")
+    return f"{python} -m client {host} {port}   (from the repository: {make})"
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m chat.cluster", description=__doc__.split("\n")[0])
-    p.add_argument("--servers", type=int, default=2, help="chat servers (default 2)")
-    p.add_argument("--host", default="127.0.0.1", help="address of everything (127.0.0.1)")
-    p.add_argument("--first-port", type=int, default=6000, help="first chat port (6000)")
-    p.add_argument("--port-step", type=int, default=2, help="port increment (2: 6000, 6002)")
-    p.add_argument("--listen", type=int, default=8000, help="nginx port (8000)")
-    p.add_argument("--no-nginx", action="store_true", help="chat servers only")
-    p.add_argument("--tls-cert", help="certificate chain (PEM): nginx listens with TLS "
-                   "(conf/nginx-tls.conf); needs --tls-key")
-    p.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
-    p.add_argument("--threads", type=int, default=4, help="sub-reactors per server (4)")
+    p = argparse.ArgumentParser(
+        prog="python -m chat.cluster", description=HELP_DESCRIPTION, epilog=HELP_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--servers", type=int, default=2, metavar="N",
+                   help="how many chat servers (default: 2)")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="address of everything (default: 127.0.0.1)")
+    p.add_argument("--first-port", type=int, default=6000, metavar="PORT",
+                   help="port of the first chat server (default: 6000)")
+    p.add_argument("--port-step", type=int, default=2, metavar="N",
+                   help="from one chat server's port to the next (default: 2, so 6000, 6002)")
+    p.add_argument("--listen", type=int, default=8000, metavar="PORT",
+                   help="nginx's port, where clients connect (default: 8000)")
+    p.add_argument("--no-nginx", action="store_true", help="start the chat servers only")
+    p.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): nginx "
+                   "listens with TLS (conf/nginx-tls.conf); needs --tls-key")
+    p.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    p.add_argument("--threads", type=int, default=4, metavar="N",
+                   help="sub-reactor threads per chat server (default: 4)")
     p.add_argument("--db", default=env("CHAT_DB", "mysql://root:@127.0.0.1:3306/chat"),
-                   help="the cluster's MySQL (CHAT_DB, default mysql://root:@127.0.0.1:3306/chat)")
+                   metavar="URL", help="the cluster's MySQL (default: $CHAT_DB, else "
+                   "mysql://root:@127.0.0.1:3306/chat)")
     p.add_argument("--redis", default=env("CHAT_REDIS", "redis://127.0.0.1:6379/0"),
-                   help="the cluster's Redis (CHAT_REDIS, default redis://127.0.0.1:6379/0)")
-    p.add_argument("--log-level", default="INFO")
+                   metavar="URL", help="the cluster's Redis (default: $CHAT_REDIS, else "
+                   "redis://127.0.0.1:6379/0)")
+    p.add_argument("--log-level", default="INFO", metavar="LEVEL",
+                   help="log level of the chat servers (default: INFO)")
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
@@ -238,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             example = (f"openssl s_client -quiet -connect {args.host}:{args.listen}"
                        " -CAfile CA.pem  (then type JSON frames)")
         else:
-            example = (f"python -m client {args.host} "
-                       f"{args.listen if not args.no_nginx else cluster.ports()[0]}")
+            example = _client_command(args.host, args.listen if not args.no_nginx
+                                      else cluster.ports()[0])
         print(f"cluster ready: {args.servers} chat server(s); connect to {where}, e.g.\n"
               f"    {example}\n"
               "Ctrl+C stops everything.", flush=True)

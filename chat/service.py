@@ -335,26 +335,32 @@ class ChatService:
         self._offload(conn, session, msg, work, then)
 
     def login(self, conn: Connection, session: Session, msg: Message) -> None:
-        user_id = req_int(msg, "id")
+        account = _login_account(msg)
         password = req_str(msg, "password")
         if session.user_id is not None:
             raise RequestFailed(Errno.BAD_REQUEST, "already logged in here, log out first")
         address = session.peer_host or _host(conn)
-        attempt = (user_id, address)
+        attempt = (account, address)
         if self._failed_logins.blocked(attempt) or self._failed_addresses.blocked(address):
             raise RequestFailed(Errno.INVALID, "too many failed logins, try again later")
-        self._offload(conn, session, msg, lambda: self.store.authenticate(user_id, password),
+        if isinstance(account, int):
+            def work() -> User | None:
+                return self.store.authenticate(account, password)
+        else:
+            def work() -> User | None:
+                return self.store.authenticate_by_name(account, password)
+        self._offload(conn, session, msg, work,
                       lambda outcome: self._authenticated(conn, session, msg, attempt,
                                                           outcome.result()))
 
     def _authenticated(self, conn: Connection, session: Session, msg: Message,
-                       attempt: tuple[int, str], user: User | None) -> None:
+                       attempt: tuple[int | str, str], user: User | None) -> None:
         """Loop thread: the rest of a login, once the password was checked."""
         address = attempt[1]
         if user is None:
             self._failed_logins.failed(attempt)
             self._failed_addresses.failed(address)
-            raise RequestFailed(Errno.INVALID, "id or password is invalid!")
+            raise RequestFailed(Errno.INVALID, "wrong user id, name or password")
         self._failed_logins.succeeded(attempt)
         acking = msg.get("ack") is True and not session.legacy
         outbox = self._outbox(conn, session, user.id, acking)
@@ -366,7 +372,8 @@ class ChatService:
             if not claimed:
                 session.outbox = None
         if not claimed:
-            raise RequestFailed(Errno.ALREADY_ONLINE, "this account is using, input another!")
+            raise RequestFailed(Errno.ALREADY_ONLINE,
+                                "this account is already logged in, on this or another device")
         session.user_id, session.name = user.id, user.name
         try:
             ack, stored = self._login_ack(outbox, user.id, user.name)
@@ -613,6 +620,19 @@ HELD_FRAMES = 4
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)
 MAX_TIME_LEN = 64  # the sender's "time" text, forwarded and stored as it is
+
+
+def _login_account(msg: Message) -> int | str:
+    """The account a login names: its id (an int) or its name (a str), never both."""
+    user_id = opt_int(msg, "id")
+    name = opt_str(msg, "name")
+    if user_id is not None and name is not None:
+        raise BadField("give either 'id' or 'name', not both")
+    if user_id is not None:
+        return user_id
+    if name is None:
+        raise BadField("field 'id' (an integer) or 'name' (a string) is required")
+    return name
 
 
 def _host(conn: Connection) -> str:

@@ -8,7 +8,14 @@ keyboard, sends requests and waits for their replies.
 When the server drops the connection the reader thread wakes any waiting
 request and interrupts the main thread with SIGUSR1 if it is blocked reading
 input; either way the main thread reports it and `main` returns 2.  End of
-input and Ctrl+C log out and return 0.
+input (Ctrl+D) and Ctrl+C log out, print ``bye`` on a line of its own and
+return 0.
+
+Logins ask for acknowledged delivery (``"ack": true``): pushed chat goes
+through `Inbox` (shown once, acknowledged in batches by `Acknowledger`), and
+the sender sees ``✓`` when the server has the message and a ``✓✓`` line when
+the recipient has it.  Against a server that ignores ``"ack"`` nothing
+changes but the missing ``✓✓``.
 
 Exit status: 0 after quit, end of input or Ctrl+C; 1 when the server cannot
 be reached; 2 when the server drops the connection.
@@ -24,7 +31,7 @@ import time
 from types import FrameType
 from typing import TextIO
 
-from chat.protocol import FrameError, Message, MsgId
+from chat.protocol import DEFAULT_MAX_FRAME, Message, MsgId
 from client import render
 from client.commands import (
     HELP_TEXT,
@@ -42,8 +49,16 @@ from client.commands import (
     parse_command,
     parse_id,
 )
-from client.connection import BadRequest, Connection, ConnectionLost, ReplyTimeout
+from client.connection import (
+    BadRequest,
+    Connection,
+    ConnectionLost,
+    FrameTooLarge,
+    ReplyTimeout,
+)
 from client.console import Console
+from client.delivery import Acknowledger, SentMessages
+from client.inbox import Inbox
 
 __all__ = ["App", "MENU", "main", "parse_args", "run"]
 
@@ -51,15 +66,22 @@ MENU = ("========================", "1. login", "2. register", "3. quit",
         "========================")
 EXIT_OK, EXIT_CONNECT, EXIT_LOST = 0, 1, 2
 LOGOUT_TIMEOUT = 3.0
+LOGIN_PROMPT = "user id or name: "
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 6000
 
 
 class App:
     """The main thread's side.  ``conn`` must be connected."""
 
-    def __init__(self, console: Console, conn: Connection) -> None:
+    def __init__(
+        self, console: Console, conn: Connection, acks: Acknowledger, sent: SentMessages,
+        inbox: Inbox,
+    ) -> None:
         self.console = console
         self.conn = conn
+        self.acks = acks
+        self.sent = sent
+        self.inbox = inbox
         self.user_id: int | None = None
 
     def run(self) -> int:
@@ -72,6 +94,7 @@ class App:
         """Best effort logout on the way out (EOF, Ctrl+C, quit)."""
         if self.user_id is None or self.conn.lost:
             return
+        self.acks.flush()
         try:
             self.conn.request({"msgid": MsgId.LOGINOUT_MSG}, timeout=LOGOUT_TIMEOUT)
         except (ConnectionLost, ReplyTimeout):
@@ -97,22 +120,30 @@ class App:
         return True
 
     def _login(self) -> bool:
-        """False at end of input or quit, True to show the menu again."""
-        raw_id = self.console.read_line("userid: ")
-        if raw_id is None:
-            return False
-        user_id = parse_id(raw_id)
-        if user_id is None:
-            self.console.show("hint: the user id is a positive number")
-            return True
-        password = self.console.read_secret("password: ")
-        if password is None:
-            return False
-        ack = self._ask({"msgid": MsgId.LOGIN_MSG, "id": user_id, "password": password})
-        if ack is None:
-            return True
-        self.user_id = int(ack.get("id", user_id))
+        """Ask until a login succeeds: False at end of input or quit, True for the menu."""
+        while True:
+            entry = self.console.read_line(LOGIN_PROMPT)
+            if entry is None:
+                return False
+            if not entry.strip():
+                return True
+            request = _login_request(entry.strip())
+            if isinstance(request, str):
+                self.console.show(f"hint: {request}")
+                continue
+            password = self.console.read_secret("password: ")
+            if password is None:
+                return False
+            self.acks.reset()
+            self.inbox.hold()
+            ack = self._ask({**request, "password": password, "ack": True})
+            if ack is not None:
+                break
+            self.inbox.release()
+            self.console.show("hint: try again, or an empty line for the menu")
+        self.user_id = int(ack["id"]) if type(ack.get("id")) is int else None
         self.console.show(*render.login_lines(ack))
+        self.inbox.release()
         return self._command_loop()
 
     def _register(self) -> bool:
@@ -138,7 +169,9 @@ class App:
                 self.logout_quietly()
                 return False
             if isinstance(command, Loginout):
+                self.acks.flush()
                 if self._ask({"msgid": MsgId.LOGINOUT_MSG}) is not None:
+                    self.acks.reset()  # what came after the flush is delivered again
                     self.user_id = None
                     self.console.show("logged out")
                     return True
@@ -155,7 +188,9 @@ class App:
             case Help():
                 show(*HELP_TEXT.splitlines())
             case Chat(to, text):
-                self._chat({"msgid": MsgId.ONE_CHAT_MSG, "to": to, "msg": text}, f"{to}")
+                msg = {"msgid": MsgId.ONE_CHAT_MSG, "to": to, "msg": text}
+                if (mid := self._chat(msg, f"{to}")) is not None:
+                    self.sent.sent(mid, to, text)
             case GroupChat(group_id, text):
                 msg = {"msgid": MsgId.GROUP_CHAT_MSG, "groupid": group_id, "msg": text}
                 self._chat(msg, f"group {group_id}")
@@ -170,10 +205,14 @@ class App:
                 if (ack := self._ask(msg)) is not None:
                     show(f"joined group: id={render.clean(ack.get('groupid', group_id))}")
 
-    def _chat(self, msg: Message, target: str) -> None:
+    def _chat(self, msg: Message, target: str) -> int | None:
+        """Send a chat message and show its ack; the message's mid, if the server gave one."""
         msg["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        if (ack := self._ask(msg)) is not None:
-            self.console.show(f"sent to {target}: {render.clean(ack.get('state', 'ok'))}")
+        if (ack := self._ask(msg)) is None:
+            return None
+        self.console.show(render.chat_ack_line(ack, target))
+        mid = ack.get("mid")
+        return mid if type(mid) is int else None
 
     def _add_friend(self, friend_id: int) -> None:
         ack = self._ask({"msgid": MsgId.ADD_FRIEND_MSG, "friendid": friend_id})
@@ -194,6 +233,9 @@ class App:
         except ReplyTimeout as exc:
             self.console.show(f"error: {exc}")
             return None
+        except FrameTooLarge as exc:
+            self.console.show(render.too_large_line(exc.size, exc.limit))
+            return None
         except BadRequest as exc:
             self.console.show(f"hint: cannot send that: {exc}")
             return None
@@ -203,36 +245,50 @@ class App:
         return reply
 
 
-def run(host: str, port: int, stdin: TextIO, stdout: TextIO) -> int:
+def run(
+    host: str, port: int, stdin: TextIO, stdout: TextIO, max_frame: int = DEFAULT_MAX_FRAME
+) -> int:
     """Connect, serve the user, and return the exit status.  Main thread only."""
     console = Console(stdin, stdout)
+    connected: list[Connection] = []
+    acks = Acknowledger(lambda mid: connected[0].acknowledge(mid))
+    sent = SentMessages()
+    inbox = Inbox(console.show, acks.received, sent)
+    try:
+        connected.append(_open(host, port, inbox, acks, max_frame))
+    except OSError as exc:
+        console.show(f"error: cannot connect to {host}:{port}: {exc}")
+        return EXIT_CONNECT
+    try:
+        return _serve(App(console, connected[0], acks, sent, inbox))
+    finally:
+        acks.stop()
+
+
+def _open(host: str, port: int, inbox: Inbox, acks: Acknowledger, max_frame: int) -> Connection:
+    """Connect, and start the reader and acknowledger threads.  Main thread only."""
     main_thread = threading.main_thread().ident
     assert main_thread is not None
-
-    def on_push(item: Message | FrameError) -> None:
-        console.show(render.push_line(item))
 
     def on_lost() -> None:
         # Reader thread: interrupt the main thread if it is blocked on input.
         signal.pthread_kill(main_thread, signal.SIGUSR1)
 
-    # The reader thread starts with every signal blocked (a new thread inherits
-    # the mask), so a signal sent to the process (Ctrl+C, SIGTERM) always lands
-    # on the main thread and interrupts its blocking read; delivered to the
-    # reader thread, it would wait until the next line of input.
+    # The reader and acknowledger threads start with every signal blocked (a
+    # new thread inherits the mask), so a signal sent to the process (Ctrl+C,
+    # SIGTERM) always lands on the main thread and interrupts its blocking
+    # read; delivered to another thread, it would wait for the next line.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
-        conn = Connection.open(host, port, on_push, on_lost)
-    except OSError as exc:
-        console.show(f"error: cannot connect to {host}:{port}: {exc}")
-        return EXIT_CONNECT
+        conn = Connection.open(host, port, inbox.on_push, on_lost, max_frame=max_frame)
+        acks.start()
+        return conn
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    return _serve(console, conn)
 
 
-def _serve(console: Console, conn: Connection) -> int:
-    app = App(console, conn)
+def _serve(app: App) -> int:
+    console, conn = app.console, app.conn
 
     def lost_check() -> None:
         if conn.lost:
@@ -249,12 +305,9 @@ def _serve(console: Console, conn: Connection) -> int:
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
     }
     try:
-        status = _run_app(app)
+        status, interrupted = _run_app(app)
         if status == EXIT_OK:
-            # A second Ctrl+C must not cut the (bounded) logout short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            app.logout_quietly()
-            console.show("bye")
+            _leave(app, interrupted)
         conn.close()
         return status
     finally:
@@ -263,32 +316,59 @@ def _serve(console: Console, conn: Connection) -> int:
             signal.signal(signum, handler)
 
 
-def _run_app(app: App) -> int:
+def _leave(app: App, interrupted: bool) -> None:
+    """Log out and say bye on a line of its own."""
+    # A second Ctrl+C must not cut the (bounded) logout short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    app.logout_quietly()
+    if app.console.tty and (interrupted or app.console.eof):
+        app.console.show("")  # the cursor is after a prompt or an echoed ^C
+    app.console.show("bye")
+
+
+def _run_app(app: App) -> tuple[int, bool]:
+    """The exit status, and whether Ctrl+C ended the session."""
     try:
-        return app.run()
+        return app.run(), False
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_OK, True
     except ConnectionLost:
         app.console.show("connection closed by server")
-        return EXIT_LOST
+        return EXIT_LOST, False
 
 
-def parse_args(argv: list[str]) -> tuple[str, int]:
+def _login_request(entry: str) -> Message | str:
+    """LOGIN_MSG for an id (all digits) or else a name; a hint if the id cannot be one."""
+    if not (entry.isascii() and entry.isdigit()):
+        return {"msgid": MsgId.LOGIN_MSG, "name": entry}
+    user_id = parse_id(entry)
+    if user_id is None:
+        return "a user id is a number from 1 to 9223372036854775807"
+    return {"msgid": MsgId.LOGIN_MSG, "id": user_id}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m client", description="Interactive client of the chat server."
+        prog="python -m client", description="Interactive client of the chat server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("host", nargs="?", default=DEFAULT_HOST, help="server host or address")
     parser.add_argument("port", nargs="?", type=int, default=DEFAULT_PORT, help="server port")
+    parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME, metavar="BYTES",
+                        help="largest request the server takes (its --max-frame); a longer "
+                             "message is not sent")
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"port out of range: {args.port}")
-    return args.host, args.port
+    if args.max_frame < 1:
+        parser.error(f"--max-frame must be positive: {args.max_frame}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    host, port = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdin, sys.stdout):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="replace")
-    return run(host, port, sys.stdin, sys.stdout)
+    return run(args.host, args.port, sys.stdin, sys.stdout, args.max_frame)

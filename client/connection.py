@@ -16,6 +16,12 @@ without a known seq) go to the ``on_push`` callback, in the reader thread.
 When the server closes the connection the reader thread wakes every waiter
 (their `request()` raises `ConnectionLost`) and then calls ``on_lost``,
 unless `close()` was called first.
+
+A request whose frame is larger than the server takes (``max_frame``) is not
+sent: the server would answer with errno 7 and close the connection, ending
+the session for one long message.  Sends come from the main thread and from
+the acknowledgements of acknowledged delivery, so they hold a lock: two
+frames never interleave on the socket.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from chat.protocol import FrameDecoder, FrameError, Message, encode
+from chat.protocol import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Message, MsgId, encode
 
-__all__ = ["BadRequest", "Connection", "ConnectionLost", "ReplyTimeout"]
+__all__ = ["BadRequest", "Connection", "ConnectionLost", "FrameTooLarge", "ReplyTimeout"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,15 @@ class BadRequest(ValueError):
     """The request cannot be encoded (e.g. an integer beyond 64 bits)."""
 
 
+class FrameTooLarge(BadRequest):
+    """The request's frame is larger than the server takes; it was not sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, the server takes at most {limit}")
+        self.size = size
+        self.limit = limit
+
+
 @dataclass(slots=True)
 class _Pending:
     done: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
@@ -68,8 +83,11 @@ class Connection:
         on_push: Callable[[Message | FrameError], None],
         on_lost: Callable[[], None],
         timeout: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
         self._sock = sock
+        self.max_frame = max_frame
+        self._send_lock = threading.Lock()
         self._on_push = on_push
         self._on_lost = on_lost
         self.timeout = timeout
@@ -89,11 +107,12 @@ class Connection:
         on_push: Callable[[Message | FrameError], None],
         on_lost: Callable[[], None],
         timeout: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
     ) -> Connection:
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = cls(sock, on_push, on_lost, timeout)
+        conn = cls(sock, on_push, on_lost, timeout, max_frame)
         conn.start()
         return conn
 
@@ -110,24 +129,40 @@ class Connection:
     def request(self, msg: Message, timeout: float | None = None) -> Message:
         """Send ``msg`` with a new seq and return the reply that echoes it.
 
-        Raises `ConnectionLost`, `ReplyTimeout` or `BadRequest`.
+        Raises `ConnectionLost`, `ReplyTimeout` or `BadRequest` (`FrameTooLarge`).
         """
         seq = next(self._seq)
         try:
             frame = encode({**msg, "seq": seq})
         except orjson.JSONEncodeError as exc:
             raise BadRequest(str(exc)) from None
+        if len(frame) - 1 > self.max_frame:  # the limit does not count the terminator
+            raise FrameTooLarge(len(frame) - 1, self.max_frame)
         pending = _Pending()
         with self._lock:
             if self._lost:
                 raise ConnectionLost("connection closed by server")
             self._pending[seq] = pending
         try:
-            self._sock.sendall(frame)
+            self._send(frame)
         except OSError as exc:
             self._forget(seq)
             raise ConnectionLost(f"connection closed by server ({exc})") from None
         return self._wait(seq, pending, self.timeout if timeout is None else timeout)
+
+    def acknowledge(self, mid: int) -> None:
+        """Send ``DELIVERY_ACK`` for ``mid`` (no reply comes).  Safe from any thread.
+
+        A broken connection is left to the reader thread to report.
+        """
+        try:
+            self._send(encode({"msgid": MsgId.DELIVERY_ACK, "mid": mid}))
+        except OSError:
+            pass
+
+    def _send(self, frame: bytes) -> None:
+        with self._send_lock:
+            self._sock.sendall(frame)
 
     def _wait(self, seq: int, pending: _Pending, timeout: float) -> Message:
         if not pending.done.acquire(timeout=timeout) and self._forget(seq):

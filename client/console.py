@@ -34,6 +34,8 @@ class Console:
         #: Called once ``reading`` is set, before blocking: it may raise to
         #: refuse to wait for input (e.g. when the connection is gone).
         self.before_read: Callable[[], None] = lambda: None
+        #: True once a read met the end of input (Ctrl+D on a terminal).
+        self.eof = False
 
     def show(self, *lines: str) -> None:
         """Print whole lines.  Safe from any thread."""
@@ -59,6 +61,7 @@ class Console:
             self.before_read()
             line = reader(prompt)
         except EOFError:
+            self.eof = True
             return None
         finally:
             self.reading = False

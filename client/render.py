@@ -11,7 +11,18 @@ from typing import Any
 
 from chat.protocol import FrameError, Message, MsgId
 
-__all__ = ["chat_line", "clean", "error_line", "login_lines", "push_line"]
+__all__ = [
+    "chat_ack_line",
+    "chat_line",
+    "clean",
+    "error_line",
+    "login_lines",
+    "push_line",
+    "receipt_line",
+    "too_large_line",
+]
+
+SNIPPET = 40
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 _CONTROL.update({0x09: " ", 0x0A: "\\n", 0x0D: "\\r"})
@@ -32,11 +43,45 @@ def _list(obj: Message, key: str) -> list[Any]:
 
 
 def chat_line(msg: Message) -> str:
-    """``[time] id name: text``, prefixed by ``[group G] `` for group chat."""
+    """``[time] id name: text``, prefixed by ``[group G] `` for group chat.
+
+    A message the server kept while the user was offline (``"stored": true``,
+    acknowledged delivery) is prefixed by ``[offline] ``.
+    """
     line = f"[{_get(msg, 'time')}] {_get(msg, 'id')} {_get(msg, 'name')}: {_get(msg, 'msg')}"
     if msg.get("msgid") == MsgId.GROUP_CHAT_MSG:
         line = f"[group {_get(msg, 'groupid')}] {line}"
+    if msg.get("stored") is True:
+        line = f"[offline] {line}"
     return line
+
+
+def chat_ack_line(ack: Message, target: str) -> str:
+    """The sender's line for a CHAT_MSG_ACK: ``✓`` and what became of the message.
+
+    A group's ack says how many members had it live and how many get it at
+    their next login, when the server tells (``live``, ``stored``).
+    """
+    live, stored = ack.get("live"), ack.get("stored")
+    if type(live) is int and type(stored) is int:
+        outcome = f"{live} live, {stored} at next login"
+    else:
+        outcome = clean(ack.get("state", "delivered"))
+    return f"sent to {target}: ✓ {outcome}"
+
+
+def receipt_line(receipt: Message, sent: tuple[int, str] | None) -> str:
+    """``✓✓``: the recipient has the message ``sent`` (recipient, text), if known."""
+    if sent is None:
+        return f"✓✓ {_get(receipt, 'to')} received message #{_get(receipt, 'mid')}"
+    to, text = sent
+    if len(text) > SNIPPET:
+        text = text[: SNIPPET - 1] + "…"
+    return f"✓✓ {to} received: {clean(text)}"
+
+
+def too_large_line(size: int, limit: int) -> str:
+    return f"not sent: {size:,} bytes, the server takes at most {limit:,}"
 
 
 def error_line(msg: Message) -> str:
@@ -72,6 +117,9 @@ def login_lines(ack: Message) -> list[str]:
             for u in users
         ]
     offline = _list(ack, "offlinemsg")
-    lines.append(f"offline messages: {len(offline)}")
+    # The rest of a long (or acknowledged) backlog follows the ack as frames.
+    pending = ack.get("pending")
+    following = pending if type(pending) is int and pending > 0 else 0
+    lines.append(f"offline messages: {len(offline) + following}")
     lines += [chat_line(m) if isinstance(m, dict) else clean(m) for m in offline]
     return lines

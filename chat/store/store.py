@@ -13,6 +13,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+from chat.names import lookup_form
+
 from .errors import GroupNameTaken, NameTaken, StoreError
 from .passwords import hash_password, verify_password
 from .pool import Blocking, ConnectionPool
@@ -104,6 +106,15 @@ class Store:
         if _known_range(user_id):
             rows = self._read("SELECT id, name, state, password FROM user WHERE id = ?",
                               (user_id,))
+        return self._check_password(rows, password)
+
+    def authenticate_by_name(self, name: str, password: str) -> User | None:
+        """Like `authenticate`, for the user with this name (compared in NFC)."""
+        rows: list[tuple[Any, ...]] = []
+        stored_form = lookup_form(name)
+        if stored_form is not None:
+            rows = self._read("SELECT id, name, state, password FROM user WHERE name = ?",
+                              (stored_form,))
         return self._check_password(rows, password)
 
     def _check_password(self, rows: list[tuple[Any, ...]], password: str) -> User | None:

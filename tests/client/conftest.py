@@ -69,9 +69,9 @@ class ChatServer:
 class Cli:
     """One ``python -m client`` process; stdout and stderr read line by line."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *options: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "client", "127.0.0.1", str(port)],
+            [sys.executable, "-m", "client", "127.0.0.1", str(port), *options],
             cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, encoding="utf-8",
         )
@@ -161,12 +161,12 @@ def own_server(tmp_path: Path) -> Iterator[ChatServer]:
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[[int], Cli]]:
-    """Start clients; whatever is still running at the end is killed."""
+def spawn() -> Iterator[Callable[..., Cli]]:
+    """Start clients (port, then options); whatever is still running at the end is killed."""
     clis: list[Cli] = []
 
-    def start(port: int) -> Cli:
-        cli = Cli(port)
+    def start(port: int, *options: str) -> Cli:
+        cli = Cli(port, *options)
         clis.append(cli)
         return cli
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.client.conftest import ChatServer, Cli, unique_name
+from tests.client.conftest import ENV, ROOT, ChatServer, Cli, unique_name
 
 pytestmark = pytest.mark.timeout(30)
 
-Spawn = Callable[[int], Cli]
+Spawn = Callable[..., Cli]
 TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
 
@@ -41,19 +43,34 @@ def test_register_login_and_quit(spawn: Spawn, server: ChatServer) -> None:
     assert cli.wait() == 0
 
 
-def test_login_errors_are_readable_and_the_menu_goes_on(spawn: Spawn, server: ChatServer) -> None:
+def test_login_errors_ask_again_and_the_menu_goes_on(spawn: Spawn, server: ChatServer) -> None:
     cli = spawn(server.port)
-    user_id = cli.register(unique_name("bob"))
+    name = unique_name("bob")
+    user_id = cli.register(name)
     cli.send("1", str(user_id), "wrong")
-    cli.expect(r"^error 1: \S")
+    cli.expect(r"^error 1: wrong user id, name or password$")
+    cli.expect(r"^hint: try again, or an empty line for the menu$")
+    cli.send(f"{name}-nobody", "pw")
+    cli.expect(r"^error 1: wrong user id, name or password$")
+    cli.send(str(2**63))
+    cli.expect(r"^hint: a user id is a number from 1 to 9223372036854775807$")
+    cli.send("")  # back to the menu
+    cli.expect(r"^3\. quit$")
     cli.send("2", "x" * 51, "pw")
     cli.expect(r"^error [14]: \S")
     cli.send("9")
     cli.expect(r"^hint: choose 1 \(login\), 2 \(register\) or 3 \(quit\)$")
-    cli.send("1", "abc")
-    cli.expect(r"^hint: the user id is a positive number$")
-    cli.login(user_id)
-    cli.send("loginout", "3")
+    cli.send("1", name, "pw")  # by name
+    cli.expect(rf"^login success: id={user_id} name={name}$")
+    other = spawn(server.port)
+    other.send("1", str(user_id), "pw")
+    other.expect(r"^error 2: this account is already logged in, on this or another device$")
+    other.expect(r"^hint: try again")
+    cli.send("loginout")
+    cli.expect("^logged out$")
+    other.send(name, "pw")  # asked again: no need to go through the menu
+    other.expect(rf"^login success: id={user_id} ")
+    cli.send("3")
     assert cli.wait() == 0
 
 
@@ -63,7 +80,7 @@ def test_two_clients_chat_both_ways(spawn: Spawn, server: ChatServer) -> None:
     alice.send(f"addfriend:{bob_id}")
     alice.expect(rf"^friend added: id={bob_id} name={bob_name} state=online$")
     alice.send(f"chat:{bob_id}:hello: how are you?")
-    alice.expect(rf"^sent to {bob_id}: delivered$")
+    alice.expect(rf"^sent to {bob_id}: ✓ delivered$")
     bob.expect(rf"^\[{TIME}\] {alice_id} {alice_name}: hello: how are you\?$")
     bob.send(f"chat:{alice_id}:fine, thanks ☺")
     alice.expect(rf"^\[{TIME}\] {bob_id} {bob_name}: fine, thanks ☺$")
@@ -82,7 +99,8 @@ def test_group_create_join_and_chat(spawn: Spawn, server: ChatServer) -> None:
     bob.send(f"addgroup:{group_id}")
     bob.expect(rf"^joined group: id={group_id}$")
     bob.send(f"groupchat:{group_id}:hi all: ship it")
-    bob.expect(rf"^sent to group {group_id}: delivered$")
+    # "delivered" from a server that does not count the members it reached
+    bob.expect(rf"^sent to group {group_id}: ✓ (delivered|1 live, 0 at next login)$")
     alice.expect(rf"^\[group {group_id}\] \[{TIME}\] {bob_id} {bob_name}: hi all: ship it$")
     alice.send("loginout")
     alice.login(alice_id)
@@ -96,12 +114,42 @@ def test_offline_messages_are_shown_at_login(spawn: Spawn, server: ChatServer) -
     bob = spawn(server.port)
     bob_id = bob.register(unique_name("bob"))
     alice.send(f"chat:{bob_id}:while you were away", f"chat:{bob_id}:second")
-    alice.expect(rf"^sent to {bob_id}: stored$")
-    alice.expect(rf"^sent to {bob_id}: stored$")
+    alice.expect(rf"^sent to {bob_id}: ✓ stored$")
+    alice.expect(rf"^sent to {bob_id}: ✓ stored$")
     bob.login(bob_id)
     bob.expect(r"^offline messages: 2$")
-    bob.expect(rf"^\[{TIME}\] {alice_id} {alice_name}: while you were away$")
-    bob.expect(rf"^\[{TIME}\] {alice_id} {alice_name}: second$")
+    # In the login ack, or (acknowledged delivery) right after it, marked offline.
+    bob.expect(rf"^(\[offline\] )?\[{TIME}\] {alice_id} {alice_name}: while you were away$")
+    bob.expect(rf"^(\[offline\] )?\[{TIME}\] {alice_id} {alice_name}: second$")
+
+
+def test_a_message_too_large_for_the_server_is_not_sent(spawn: Spawn, server: ChatServer) -> None:
+    alice, _, _ = new_user(spawn, server, "alice")
+    bob, bob_id, _ = new_user(spawn, server, "bob")
+    alice.send(f"chat:{bob_id}:" + "€" * 30_000)  # under the length limit, 90,000 bytes
+    alice.expect(r"^not sent: 90,0\d\d bytes, the server takes at most 65,536$")
+    alice.send(f"chat:{bob_id}:" + "€" * 20_000)
+    alice.expect(rf"^sent to {bob_id}: ✓ delivered$")
+    bob.expect("€{20000}$")
+    alice.send("quit")
+    assert alice.wait() == 0
+
+
+def test_max_frame_option_and_defaults_in_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "client", "--help"], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    assert "(default: 127.0.0.1)" in out and "(default: 6000)" in out
+    assert "--max-frame" in out and "(default: 65536)" in out
+
+
+def test_max_frame_is_the_clients_limit(spawn: Spawn, server: ChatServer) -> None:
+    cli = spawn(server.port, "--max-frame", "100")
+    user_id = cli.register(unique_name("gina"))
+    cli.login(user_id)
+    cli.send(f"chat:{user_id + 1}:" + "x" * 100)
+    cli.expect(r"^not sent: 1\d\d bytes, the server takes at most 100$")
+    cli.send("quit")
+    assert cli.wait() == 0
 
 
 def test_bad_commands_get_hints_and_errors_are_readable(spawn: Spawn, server: ChatServer) -> None:

@@ -25,13 +25,15 @@ pytestmark = pytest.mark.timeout(30)
 class PtyCli:
     """``python -m client`` with a pty as stdin, stdout and stderr."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, controlling: bool = False) -> None:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "client", "127.0.0.1", str(port)],
             cwd=ROOT, env={**ENV, "TERM": "xterm"}, stdin=slave, stdout=slave, stderr=slave,
             start_new_session=True,  # no controlling terminal of ours: getpass uses stdin
+            # ...unless the pty becomes the controlling terminal, so that Ctrl+C is SIGINT.
+            preexec_fn=_control_stdin if controlling else None,
         )
         os.close(slave)
         self.out = bytearray()
@@ -59,6 +61,10 @@ class PtyCli:
             self.proc.kill()
         self.proc.wait(5)
         os.close(self.master)
+
+
+def _control_stdin() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 @pytest.fixture
@@ -130,5 +136,43 @@ def test_server_killed_while_reading_the_terminal(own_server: ChatServer, where:
         assert cli.proc.wait(3) == 2
         lflag = termios.tcgetattr(cli.master)[3]
         assert lflag & termios.ECHO and lflag & termios.ICANON  # the terminal is restored
+    finally:
+        cli.close()
+
+
+@pytest.mark.parametrize(("where", "key"), [
+    ("menu", b"\x04"), ("menu", b"\x03"), ("command", b"\x04"), ("command", b"\x03"),
+])
+def test_ctrl_d_and_ctrl_c_say_bye_on_a_new_line(
+    spawn: Callable[[int], Cli], server: ChatServer, where: str, key: bytes
+) -> None:
+    cli = PtyCli(server.port, controlling=True)
+    try:
+        cli.expect(prompt := b"choice: ")
+        if where == "command":
+            user_id = spawn(server.port).register(unique_name("tty"))
+            cli.send(f"1\n{user_id}\n".encode())
+            cli.expect(b"password: ")
+            cli.send(b"pw\n")
+            cli.expect(b"offline messages: 0")
+            cli.expect(prompt := b"> ")
+        if key == b"\x03":  # Ctrl+D ends the input on an empty line only
+            cli.send(b"typed")
+            cli.expect(b"typed")
+        cli.send(key)
+        try:
+            cli.expect(b"bye\r\n", timeout=1.5)
+        except AssertionError:
+            if key != b"\x03":
+                raise
+            # CPython's readline checks for signals only when its select() is
+            # interrupted: a SIGINT that lands while it handles the last key
+            # typed waits for the next one. A person presses Ctrl+C again.
+            cli.send(key)
+            cli.expect(b"bye\r\n")
+        assert cli.proc.wait(5) == 0
+        # The line ends before "bye": after the prompt, the typed text, or an echoed ^C.
+        tail = bytes(cli.out[cli.out.rfind(prompt):])
+        assert re.search(rb"(> |: |typed|\^C)\r\n(\r\x1b\[K)?bye\r\n$", tail), tail
     finally:
         cli.close()

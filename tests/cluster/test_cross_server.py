@@ -46,7 +46,8 @@ def test_already_online_on_the_other_server(shared: Cluster) -> None:
     a_id, password = a.user_id, a.password  # type: ignore[attr-defined]
     again = shared.connect(1)
     ack = again.login(a_id, password)
-    assert ack["errno"] == 2 and ack["errmsg"] == "this account is using, input another!"
+    assert ack["errno"] == 2
+    assert ack["errmsg"] == "this account is already logged in, on this or another device"
     a.logout()
     assert again.login(a_id, password)["errno"] == 0
 

@@ -46,15 +46,40 @@ def test_login_errors(account, sessions, user):
     acct = account()
     s = sessions()
     assert s.login(acct.id, "wrong")["errno"] == Errno.INVALID
-    assert s.login(10**9, "x")["errmsg"] == "id or password is invalid!"
+    assert s.login(10**9, "x")["errmsg"] == "wrong user id, name or password"
     assert s.login(acct.id, acct.password)["errno"] == 0
     other = sessions()
     dup = other.login(acct.id, acct.password)
     assert dup["errno"] == Errno.ALREADY_ONLINE
-    assert dup["errmsg"] == "this account is using, input another!"
+    assert dup["errmsg"] == "this account is already logged in, on this or another device"
     # A logged-in connection must log out first.
     again = s.request({"msgid": 1, "id": user().account.id, "password": "secret"}, 2)
     assert again["errno"] == Errno.BAD_REQUEST
+
+
+def test_login_by_name(account, sessions):
+    acct = account()
+    s = sessions()
+    by_name = {"msgid": MsgId.LOGIN_MSG, "name": acct.name, "password": acct.password}
+    assert s.request({**by_name, "password": "wrong"}, MsgId.LOGIN_MSG_ACK)["errno"] == (
+        Errno.INVALID)
+    unknown = s.request({**by_name, "name": acct.name + "-nobody"}, MsgId.LOGIN_MSG_ACK)
+    assert unknown["errno"] == Errno.INVALID
+    assert unknown["errmsg"] == "wrong user id, name or password"
+    ack = s.request(by_name, MsgId.LOGIN_MSG_ACK)
+    assert (ack["errno"], ack["id"], ack["name"]) == (0, acct.id, acct.name)
+    dup = sessions().request(by_name, MsgId.LOGIN_MSG_ACK)
+    assert dup["errno"] == Errno.ALREADY_ONLINE
+
+
+def test_login_wants_exactly_one_of_id_and_name(account, sessions):
+    acct = account()
+    s = sessions()
+    for fields in ({"id": acct.id, "name": acct.name}, {}, {"name": 7}, {"id": acct.name}):
+        ack = s.request({"msgid": MsgId.LOGIN_MSG, "password": acct.password, **fields},
+                        MsgId.LOGIN_MSG_ACK)
+        assert ack["errno"] == Errno.BAD_REQUEST and ack["errmsg"], fields
+    assert s.login(acct.id, acct.password)["errno"] == 0  # the connection is still usable
 
 
 def test_presence_states_follow_login_and_logout(user, account, sessions):

@@ -74,7 +74,7 @@ def test_failed_logins_are_throttled_per_account(limited_server):
         victim = s.register("victim", "right")["id"]
         other = s.register("other", "right")["id"]
         for _ in range(3):
-            assert s.login(victim, "wrong")["errmsg"] == "id or password is invalid!"
+            assert s.login(victim, "wrong")["errmsg"] == "wrong user id, name or password"
         blocked = s.login(victim, "right")
         assert blocked["errno"] == Errno.INVALID and "too many" in blocked["errmsg"]
         assert s.login(other, "right")["errno"] == 0

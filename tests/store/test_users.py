@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from chat.names import lookup_form
 from chat.store import NameTaken, Store, User, open_store
 from chat.store.passwords import verify_password
 
@@ -19,6 +20,15 @@ def test_register_authenticate_get_user(store: Store) -> None:
     assert store.authenticate(999_999, "secret") is None
     assert store.get_user(b) == User(b, "bob", "offline")
     assert store.get_user(999_999) is None
+
+
+def test_authenticate_by_name(store: Store) -> None:
+    a = store.register("erin", "secret")
+    store.register("Erin", "other")
+    assert store.authenticate_by_name("erin", "secret") == User(a, "erin", "offline")
+    assert store.authenticate_by_name("erin", "other") is None  # Erin's password
+    assert store.authenticate_by_name("ERIN", "secret") is None  # names compare exactly
+    assert store.authenticate_by_name("nobody", "secret") is None
 
 
 def test_names_are_unique_and_case_sensitive(store: Store) -> None:
@@ -51,6 +61,10 @@ def test_names_with_sql_and_unicode_are_stored_literally(store: Store, name: str
     user = store.get_user(uid)
     assert user is not None and user.name == name
     assert store.authenticate(uid, name) == user
+    # A name no account can have any more (chat/names.py) is not even looked up:
+    # such an account (stored before the rules) logs in by its id.
+    by_name = store.authenticate_by_name(name, name)
+    assert by_name == (user if lookup_form(name) == name else None)
     store.register("other", "x")  # the user table is still there and usable
     gid = store.create_group(uid, name, name)
     assert [g.name for g in store.groups_of(uid)] == [name]
