@@ -1,26 +1,36 @@
-"""The tables, described once and rendered for each dialect.
+"""The tables, described once, versioned, and rendered for each dialect.
 
-``python -m chat.store.schema`` prints the MySQL DDL; ``sql/schema.sql`` is
-that output, and a test keeps the two equal.  Tables are created with
-``IF NOT EXISTS`` when a store opens, so a fresh database needs no manual step.
+Each table says which schema version created it (``since``) and which
+columns later versions added (``added``); ``migrations.py`` turns version N
+into the statements that make a version N-1 database a version N one, so a
+fresh database and an upgraded one end with the same tables, column for
+column.  ``sql/`` holds the MySQL (and SQLite) renderings for readers
+(``python -m chat.store.migrations sql`` writes them; a test keeps them equal).
 There are no foreign keys (as in the original design): the service checks
 that users and groups exist before it links them.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
-from .dialect import MYSQL, Dialect
+from .dialect import Dialect
+
+LATEST = 2  # the schema version this code reads and writes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Table:
     name: str
     columns: tuple[str, ...]  # "<name> <type>"; {serial} {bigserial} {text} {enum:a,b}
     constraints: tuple[str, ...] = ()
     indexes: tuple[tuple[str, str], ...] = ()  # (index name, column list)
+    since: int = 1  # the schema version that created the table
+    added: tuple[tuple[int, str], ...] = ()  # (version, column) appended later, in order
+
+    def columns_at(self, version: int) -> tuple[str, ...]:
+        """The column specs this table has at schema ``version``."""
+        return self.columns + tuple(spec for v, spec in self.added if v <= version)
 
 
 TABLES: tuple[Table, ...] = (
@@ -61,11 +71,40 @@ TABLES: tuple[Table, ...] = (
         ("id {bigserial}", "userid INT NOT NULL", "message {text} NOT NULL"),
         (),
         (("idx_offlinemessage_userid_id", "userid, id"),),
+        # size: the UTF-8 byte length of message
+        added=((2, "size INT NOT NULL DEFAULT 0"),),
+    ),
+    # Per user: how many offline messages are stored and their total size.
+    Table(
+        "offlinebox",
+        ("userid INT NOT NULL PRIMARY KEY", "messages INT NOT NULL DEFAULT 0",
+         "bytes BIGINT NOT NULL DEFAULT 0"),
+        since=2,
+    ),
+    # Servers claim a node number (part of every message id) here.
+    Table(
+        "midnode",
+        ("node INT NOT NULL PRIMARY KEY", "server VARCHAR(64) NOT NULL",
+         "lease BIGINT NOT NULL DEFAULT 0"),
+        ("CONSTRAINT uq_midnode_server UNIQUE (server)",),
+        since=2,
     ),
 )
 
+# One row per migration applied; the database's version is the largest.
+VERSION_TABLE = Table(
+    "schema_version",
+    ("version INT NOT NULL PRIMARY KEY", "applied_at DATETIME NOT NULL",
+     "description VARCHAR(200) NOT NULL"),
+    since=0,
+)
 
-def _column(dialect: Dialect, spec: str) -> str:
+
+def column_name(spec: str) -> str:
+    return spec.partition(" ")[0]
+
+
+def render_column(dialect: Dialect, spec: str) -> str:
     name, _, rest = spec.partition(" ")
     if rest.startswith("{enum:"):
         values, _, tail = rest[len("{enum:"):].partition("}")
@@ -75,30 +114,30 @@ def _column(dialect: Dialect, spec: str) -> str:
     return f"{name} {rest}"
 
 
-def create_statements(dialect: Dialect) -> list[str]:
-    """CREATE TABLE (and CREATE INDEX) statements, all IF NOT EXISTS."""
-    statements = []
-    for table in TABLES:
-        body = [_column(dialect, c) for c in table.columns] + list(table.constraints)
-        if dialect.inline_indexes:
-            body += [f"KEY {name} ({cols})" for name, cols in table.indexes]
-        inner = ",\n  ".join(body)
-        statements.append(
-            f"CREATE TABLE IF NOT EXISTS {table.name} (\n  {inner}\n){dialect.table_options}"
-        )
-        if not dialect.inline_indexes:
-            statements += [f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({cols})"
-                           for name, cols in table.indexes]
+def create_table(dialect: Dialect, table: Table, version: int, name: str = "") -> list[str]:
+    """CREATE TABLE (and CREATE INDEX) IF NOT EXISTS for ``table`` as of ``version``.
+
+    ``name`` renders it under another name (the original's upgrade builds
+    each table beside the old one, then swaps them).
+    """
+    name = name or table.name
+    body = [render_column(dialect, c) for c in table.columns_at(version)]
+    body += list(table.constraints)
+    if dialect.inline_indexes:
+        body += [f"KEY {index} ({cols})" for index, cols in table.indexes]
+    inner = ",\n  ".join(body)
+    statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n  {inner}\n){dialect.table_options}"]
+    if not dialect.inline_indexes:
+        statements += [f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({cols})"
+                       for index, cols in table.indexes]
     return statements
 
 
-def mysql_schema_file() -> str:
-    """The text of sql/schema.sql."""
-    head = ("-- MySQL / MariaDB schema of the chat server.\n"
-            "-- Generated by `python -m chat.store.schema`; the server runs the same\n"
-            "-- statements at start, so loading this file by hand is optional.\n\n")
-    return head + "".join(f"{s};\n\n" for s in create_statements(MYSQL)).rstrip("\n") + "\n"
+def tables_at(version: int) -> tuple[Table, ...]:
+    """The tables a database of schema ``version`` has (not the version table)."""
+    return tuple(t for t in TABLES if 1 <= t.since <= version)
 
 
-if __name__ == "__main__":
-    sys.stdout.write(mysql_schema_file())
+def expected_columns(version: int) -> dict[str, set[str]]:
+    """Table name -> its column names at schema ``version``."""
+    return {t.name: {column_name(c) for c in t.columns_at(version)} for t in tables_at(version)}

@@ -1,0 +1,371 @@
+"""Schema versions and the migrations between them.
+
+Theory of operation
+-------------------
+A database records its version in ``schema_version`` (one row per migration
+applied; the largest is the version).  Migration N creates the tables that
+``schema.py`` marks ``since=N``, adds the columns marked ``added`` at N, runs
+its data step, and inserts row N.  ``upgrade()`` runs at every start (from
+``open_store``) and from ``python -m chat.migrate``:
+
+1. Take the schema lock: ``GET_LOCK`` on MySQL, ``BEGIN IMMEDIATE`` on
+   SQLite, so servers starting together migrate once, one after the other.
+2. Work out where the database stands (``detect``) from the version table,
+   or, without one, from the tables and their columns: nothing at all (a
+   fresh database), today's tables of the first release (version 1, which
+   had no version table), or the original C++ server's tables
+   (``legacy.py``).  Anything else raises :class:`UnknownSchema` before any
+   change is made.
+3. Run the first pending step, commit, and go back to 2 until nothing is
+   pending.  On SQLite each step is one transaction.  MySQL commits every DDL
+   statement at once, so there each step is written to be run again after a
+   failure half-way: tables are created ``IF NOT EXISTS``, a column is added
+   only if missing, and the data step and the version row share the one
+   transaction that follows the DDL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import legacy
+from .config import Config, parse_url
+from .dialect import MYSQL, SQLITE, Dialect
+from .direct import Db, Step, ensure_version_table, record, text_of
+from .errors import StoreError, StoreUnavailable, UnknownSchema
+from .pool import direct_connection, ensure_mysql_database
+from .schema import (
+    LATEST,
+    TABLES,
+    VERSION_TABLE,
+    column_name,
+    create_table,
+    expected_columns,
+    render_column,
+    tables_at,
+)
+
+log = logging.getLogger("chat.store.migrate")
+
+MID_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, the epoch of message ids
+_MID_NODE = 0  # the node number reserved for ids given by migrations
+_BATCH = 1000
+_LOCK_WAIT = 120  # seconds another server may spend migrating before we give up
+_ER_BAD_DB = 1049  # MySQL: unknown database
+
+
+# -- the numbered migrations ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    title: str
+    notes: tuple[str, ...] = ()
+    data: Callable[[Db], None] | None = None
+
+    def statements(self, dialect: Dialect) -> list[str]:
+        out = []
+        for table in TABLES:
+            if table.since == self.version:
+                out += create_table(dialect, table, self.version)
+            out += [f"ALTER TABLE {table.name} ADD COLUMN {render_column(dialect, spec)}"
+                     for v, spec in table.added if v == self.version]
+        return out
+
+    def apply(self, db: Db) -> None:
+        ensure_version_table(db)
+        for table in TABLES:
+            if table.since == self.version:
+                for statement in create_table(db.dialect, table, self.version):
+                    db.ddl(statement)
+            for v, spec in table.added:
+                if v == self.version and column_name(spec) not in db.columns(table.name):
+                    db.ddl(f"ALTER TABLE {table.name} ADD COLUMN "
+                           f"{render_column(db.dialect, spec)}")
+        if self.data is not None:
+            self.data(db)
+        record(db, self.version, self.title)
+
+    def step(self, dialect: Dialect) -> Step:
+        return Step(f"{self.version:04d} {self.title}", tuple(self.statements(dialect)),
+                    self.notes, self.apply)
+
+
+# -- 0002: message ids and the size of stored messages ---------------------------------
+
+
+def migration_mids(now_ms: int) -> Iterator[int]:
+    """Message ids for stored messages that have none, in order (node 0)."""
+    ms = now_ms - MID_EPOCH_MS
+    while True:
+        for seq in range(4096):
+            yield (ms << 22) | (_MID_NODE << 12) | seq
+        ms += 1
+
+
+def rewrite_stored(text: str, mids: Iterator[int]) -> str | None:
+    """The stored message with a ``mid`` and ``to`` (not ``toid``); None if not JSON."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    renamed = msg.get("msgid") == 5 and "toid" in msg
+    if "mid" in msg and not renamed:
+        return text
+    if renamed:
+        if "to" in msg:
+            del msg["toid"]
+        else:
+            msg = {("to" if key == "toid" else key): value for key, value in msg.items()}
+    if "mid" not in msg:
+        msg["mid"] = next(mids)
+    return orjson.dumps(msg).decode()
+
+
+def backfill_0002(db: Db) -> None:
+    mids = migration_mids(time.time_ns() // 1_000_000)
+    last, dropped = 0, 0
+    while rows := db.run("SELECT id, message FROM offlinemessage WHERE id > ?"
+                         f" ORDER BY id LIMIT {_BATCH}", (last,)):
+        updates, broken = [], []
+        for row_id, text in rows:
+            new = rewrite_stored(text_of(text), mids)
+            if new is None:
+                broken.append((row_id,))
+            else:
+                updates.append((new, len(new.encode()), row_id))
+        db.many("UPDATE offlinemessage SET message = ?, size = ? WHERE id = ?", updates)
+        # Not a JSON object (say, cut at the original's 500 characters): it can
+        # never be delivered, and a login would stumble over it every time.
+        db.many("DELETE FROM offlinemessage WHERE id = ?", broken)
+        dropped += len(broken)
+        last = rows[-1][0]
+    if dropped:
+        log.warning("dropped %d stored messages that were not JSON objects", dropped)
+    db.run("DELETE FROM offlinebox")
+    db.run("INSERT INTO offlinebox (userid, messages, bytes)"
+           " SELECT userid, COUNT(*), SUM(size) FROM offlinemessage GROUP BY userid")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the tables of the first release"),
+    Migration(2, "message ids and offline accounting", (
+        "every stored message gets a mid (node 0, oldest row first) and its size in bytes;",
+        "stored one-to-one messages carry 'to' instead of the original's 'toid';",
+        "stored messages that are not JSON objects are dropped (they could never be sent);",
+        "offlinebox gets each user's count and total size of stored messages",
+    ), backfill_0002),
+)
+assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
+
+
+# -- where a database stands ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    version: int  # 0: nothing yet (or the original's tables, see legacy)
+    recorded: bool  # the version comes from schema_version
+    legacy: bool = False  # the original C++ server's tables
+    leftovers: tuple[str, ...] = ()  # tables an interrupted upgrade left behind
+
+    def describe(self) -> str:
+        if self.legacy:
+            return "the original C++ server's tables"
+        if self.recorded:
+            return f"schema version {self.version}"
+        if self.version == 1:
+            return "schema version 1 (tables of an earlier release, no version table)"
+        return "empty"
+
+
+def detect(db: Db) -> State:
+    """Where the database stands; UnknownSchema if it is not ours (nothing changed)."""
+    tables = db.tables()
+    leftovers = tuple(sorted(t for t in tables if legacy.is_leftover(t)))
+    tables -= set(leftovers)
+    recorded = None
+    if VERSION_TABLE.name in tables:
+        recorded = db.run("SELECT MAX(version) FROM schema_version")[0][0]
+    if recorded is not None:
+        _check_recorded(db, int(recorded), tables)
+        return State(int(recorded), True, leftovers=leftovers)
+    ours = tables & {t.name for t in TABLES}
+    if not ours:
+        others = sorted(tables - {VERSION_TABLE.name})
+        if others:
+            raise UnknownSchema(f"it holds other tables ({_names(others)}),"
+                                " none of the chat server's")
+        return State(0, False, leftovers=leftovers)
+    if db.dialect is MYSQL and legacy.is_original(db, tables):
+        return State(0, False, legacy=True, leftovers=leftovers)
+    _check_columns(db, ours, 1, exact=True)
+    complete = ours == {t.name for t in tables_at(1)}
+    return State(1 if complete else 0, False, leftovers=leftovers)
+
+
+def _check_recorded(db: Db, version: int, tables: set[str]) -> None:
+    if version > LATEST:
+        raise UnknownSchema(f"its schema version {version} is newer than this server knows"
+                            f" ({LATEST}); run a newer release")
+    missing = {t.name for t in tables_at(version)} - tables
+    if missing:
+        raise UnknownSchema(f"it is at schema version {version} but lacks the tables"
+                            f" {_names(missing)}")
+    _check_columns(db, {t.name for t in tables_at(version)}, version, exact=False)
+
+
+def _check_columns(db: Db, names: set[str], version: int, *, exact: bool) -> None:
+    expected = expected_columns(version)
+    for name in sorted(names):
+        found, want = db.columns(name), expected[name]
+        if found != want if exact else not want <= found:
+            raise UnknownSchema(f"its table {name} has the columns ({_names(found)}), not"
+                                f" those of the chat server ({_names(want)}) nor of the"
+                                " original C++ server")
+
+
+def _names(names: set[str] | list[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+def plan(state: State, dialect: Dialect, password_cost: int) -> list[Step]:
+    """The steps that bring a database in ``state`` to the latest version."""
+    steps = []
+    if state.leftovers and not state.legacy:
+        steps.append(legacy.cleanup_step(state.leftovers))
+    if state.legacy:
+        steps.append(legacy.upgrade_step(password_cost, ensure_version_table, record))
+        first = 2
+    elif state.version == 1 and not state.recorded:
+        steps.append(_recognise_step(dialect))
+        first = 2
+    else:
+        first = state.version + 1
+    return steps + [m.step(dialect) for m in MIGRATIONS[first - 1:]]
+
+
+def _recognise_step(dialect: Dialect) -> Step:
+    def apply(db: Db) -> None:
+        ensure_version_table(db)
+        record(db, 1, "the tables of the first release, found in place")
+    return Step("record version 1 (tables made by an earlier release)",
+                tuple(create_table(dialect, VERSION_TABLE, 0)), (), apply)
+
+
+# -- running them -----------------------------------------------------------------
+
+
+def upgrade(config: Config) -> list[str]:
+    """Bring the database to the latest version; return the titles of the steps run.
+
+    Raises UnknownSchema (nothing changed), StoreUnavailable, or StoreError
+    if a step failed (rolled back as far as the store allows; run it again).
+    """
+    db = Db(direct_connection(config), config.dialect)
+    try:
+        with _schema_lock(db, config.database):
+            return _run_pending(db, config.options["password_cost"])
+    finally:
+        db.con.close()
+
+
+def _run_pending(db: Db, password_cost: int) -> list[str]:
+    done: list[str] = []
+    while True:
+        pending: list[Step] = []
+        try:
+            db.begin()
+            pending = plan(detect(db), db.dialect, password_cost)
+            if pending:
+                log.info("schema: %s", pending[0].title)
+                pending[0].apply(db)
+            db.commit()
+        except BaseException as exc:
+            with suppress(Exception):  # the connection may be what failed
+                db.rollback()
+            explained = _explained(exc, pending[0].title if pending else "")
+            if explained is exc:
+                raise
+            raise explained from exc
+        if not pending:
+            return done
+        done.append(pending[0].title)
+
+
+def _explained(exc: BaseException, title: str) -> BaseException:
+    """A driver error as a StoreError that says which step failed; others as they are."""
+    if not isinstance(exc, _driver_errors()):
+        return exc
+    if type(exc) is sqlite3.DatabaseError and not title:  # e.g. "file is not a database"
+        return UnknownSchema(f"it is not an SQLite database ({exc})")
+    return StoreError(f"{title or 'reading the schema'} failed: {type(exc).__name__}: {exc}")
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import MySQLdb
+    except ImportError:  # pragma: no cover - depends on the install
+        return (sqlite3.Error,)
+    return (sqlite3.Error, MySQLdb.Error)
+
+
+class _schema_lock:  # noqa: N801 - used as a context manager, reads like one
+    """MySQL: a named lock per database, held while migrating (SQLite locks per step)."""
+
+    def __init__(self, db: Db, database: str) -> None:
+        self._db = db
+        self._name = f"chat.schema.{database}"[:64]
+
+    def __enter__(self) -> None:
+        if self._db.dialect is MYSQL:
+            got = self._db.run("SELECT GET_LOCK(?, ?)", (self._name, _LOCK_WAIT))[0][0]
+            if got != 1:
+                raise StoreUnavailable(f"another server held the schema lock for"
+                                       f" {_LOCK_WAIT} s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._db.dialect is MYSQL:
+            self._db.run("SELECT RELEASE_LOCK(?)", (self._name,))
+
+
+def inspect(config: Config) -> tuple[State, list[Step]]:
+    """Where the database stands and what ``upgrade`` would run; changes nothing."""
+    if config.dialect is SQLITE and not os.path.exists(config.database):
+        return State(0, False), plan(State(0, False), SQLITE, config.options["password_cost"])
+    try:
+        db = Db(direct_connection(config, read_only=True), config.dialect)
+    except StoreUnavailable as exc:
+        cause = exc.__cause__
+        if config.dialect is MYSQL and cause is not None and cause.args[:1] == (_ER_BAD_DB,):
+            return State(0, False), plan(State(0, False), MYSQL,
+                                         config.options["password_cost"])
+        raise
+    try:
+        if config.dialect is MYSQL:
+            db.run("START TRANSACTION READ ONLY")
+        state = detect(db)
+        return state, plan(state, config.dialect, config.options["password_cost"])
+    finally:
+        db.rollback()
+        db.con.close()
+
+
+def prepare(url: str, **options: Any) -> Config:
+    """Parse ``url`` and, for MySQL, create the database if allowed."""
+    config = parse_url(url, **options)
+    if config.dialect is MYSQL and config.options["create_database"]:
+        ensure_mysql_database(config)
+    return config
