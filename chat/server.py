@@ -26,7 +26,7 @@ from chat.limits import Limits, TokenBucket
 from chat.protocol import FrameDecoder
 from chat.service import ChatService
 from chat.session import Session
-from chat.store import open_store
+from chat.store import UnknownSchema, open_store
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
+    except UnknownSchema as exc:  # one line, no traceback: an operator's mistake
+        print(f"chat.server: {exc}", file=sys.stderr)
+        return 2
 
     watch_signals(loop, server.stop)
     server.start()

@@ -105,8 +105,12 @@ def upgrade_step(password_cost: int, ensure_version_table: Callable[[Db], None],
             db.ddl(statement)
         ensure_version_table(db)
         record(db, 1, "upgraded from the original C++ server's tables")
-    statements = (*_build(), "INSERT INTO user__upgrade (id, name, password) VALUES (...)",
-                  *_COPY, *_swap())
+    statements = (
+        *_build(), "INSERT INTO user__upgrade (id, name, password) VALUES (<each user>)",
+        *_COPY, *(f"ALTER TABLE {t}{NEW} AUTO_INCREMENT = <that of {t}>"
+                  for t in ("user", "allgroup")),
+        *_swap(), "INSERT INTO schema_version (version, applied_at, description)"
+                  " VALUES (1, <now, UTC>, 'upgraded from the original C++ server''s tables')")
     notes = (
         "every user keeps id, name and password (hashed with scrypt, log2n"
         f" {password_cost}); everybody starts offline;",

@@ -29,18 +29,16 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from . import legacy
+from .backfill import backfill_0002
 from .config import Config, parse_url
 from .dialect import MYSQL, SQLITE, Dialect
-from .direct import Db, Step, ensure_version_table, record, text_of
+from .direct import Db, Step, ensure_version_table, record
 from .errors import StoreError, StoreUnavailable, UnknownSchema
 from .pool import direct_connection, ensure_mysql_database
 from .schema import (
@@ -56,9 +54,6 @@ from .schema import (
 
 log = logging.getLogger("chat.store.migrate")
 
-MID_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, the epoch of message ids
-_MID_NODE = 0  # the node number reserved for ids given by migrations
-_BATCH = 1000
 _LOCK_WAIT = 120  # seconds another server may spend migrating before we give up
 _ER_BAD_DB = 1049  # MySQL: unknown database
 
@@ -97,66 +92,10 @@ class Migration:
         record(db, self.version, self.title)
 
     def step(self, dialect: Dialect) -> Step:
-        return Step(f"{self.version:04d} {self.title}", tuple(self.statements(dialect)),
-                    self.notes, self.apply)
-
-
-# -- 0002: message ids and the size of stored messages ---------------------------------
-
-
-def migration_mids(now_ms: int) -> Iterator[int]:
-    """Message ids for stored messages that have none, in order (node 0)."""
-    ms = now_ms - MID_EPOCH_MS
-    while True:
-        for seq in range(4096):
-            yield (ms << 22) | (_MID_NODE << 12) | seq
-        ms += 1
-
-
-def rewrite_stored(text: str, mids: Iterator[int]) -> str | None:
-    """The stored message with a ``mid`` and ``to`` (not ``toid``); None if not JSON."""
-    try:
-        msg = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(msg, dict):
-        return None
-    renamed = msg.get("msgid") == 5 and "toid" in msg
-    if "mid" in msg and not renamed:
-        return text
-    if renamed:
-        if "to" in msg:
-            del msg["toid"]
-        else:
-            msg = {("to" if key == "toid" else key): value for key, value in msg.items()}
-    if "mid" not in msg:
-        msg["mid"] = next(mids)
-    return orjson.dumps(msg).decode()
-
-
-def backfill_0002(db: Db) -> None:
-    mids = migration_mids(time.time_ns() // 1_000_000)
-    last, dropped = 0, 0
-    while rows := db.run("SELECT id, message FROM offlinemessage WHERE id > ?"
-                         f" ORDER BY id LIMIT {_BATCH}", (last,)):
-        updates, broken = [], []
-        for row_id, text in rows:
-            new = rewrite_stored(text_of(text), mids)
-            if new is None:
-                broken.append((row_id,))
-            else:
-                updates.append((new, len(new.encode()), row_id))
-        db.many("UPDATE offlinemessage SET message = ?, size = ? WHERE id = ?", updates)
-        # Not a JSON object (say, cut at the original's 500 characters): it can
-        # never be delivered, and a login would stumble over it every time.
-        db.many("DELETE FROM offlinemessage WHERE id = ?", broken)
-        dropped += len(broken)
-        last = rows[-1][0]
-    if dropped:
-        log.warning("dropped %d stored messages that were not JSON objects", dropped)
-    db.run("DELETE FROM offlinebox")
-    db.run("INSERT INTO offlinebox (userid, messages, bytes)"
-           " SELECT userid, COUNT(*), SUM(size) FROM offlinemessage GROUP BY userid")
+        recorded = ("INSERT INTO schema_version (version, applied_at, description)"
+                    f" VALUES ({self.version}, <now, UTC>, '{self.title}')")
+        return Step(f"{self.version:04d} {self.title}",
+                    (*self.statements(dialect), recorded), self.notes, self.apply)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -278,8 +217,15 @@ def upgrade(config: Config) -> list[str]:
     try:
         with _schema_lock(db, config.database):
             return _run_pending(db, config.options["password_cost"])
+    except UnknownSchema as exc:
+        raise _about(config, exc) from None
     finally:
         db.con.close()
+
+
+def _about(config: Config, exc: UnknownSchema) -> UnknownSchema:
+    return UnknownSchema(f"{config.describe()} is not a chat database this release knows:"
+                         f" {exc}; nothing was changed")
 
 
 def _run_pending(db: Db, password_cost: int) -> list[str]:
@@ -358,6 +304,8 @@ def inspect(config: Config) -> tuple[State, list[Step]]:
             db.run("START TRANSACTION READ ONLY")
         state = detect(db)
         return state, plan(state, config.dialect, config.options["password_cost"])
+    except UnknownSchema as exc:
+        raise _about(config, exc) from None
     finally:
         db.rollback()
         db.con.close()

@@ -5,7 +5,7 @@ columns later versions added (``added``); ``migrations.py`` turns version N
 into the statements that make a version N-1 database a version N one, so a
 fresh database and an upgraded one end with the same tables, column for
 column.  ``sql/`` holds the MySQL (and SQLite) renderings for readers
-(``python -m chat.store.migrations sql`` writes them; a test keeps them equal).
+(``python -m chat.store.sqlfiles sql`` writes them; a test keeps them equal).
 There are no foreign keys (as in the original design): the service checks
 that users and groups exist before it links them.
 """

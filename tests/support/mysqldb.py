@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_URL = "mysql://root:@127.0.0.1:3306/"
-TABLES = ("user", "friend", "allgroup", "groupuser", "offlinemessage")
+TABLES = ("user", "friend", "allgroup", "groupuser", "offlinemessage", "offlinebox", "midnode")
 
 
 def base_url() -> str:
