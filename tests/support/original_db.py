@@ -82,28 +82,32 @@ def create(url: str) -> None:
     _execute(url, ORIGINAL_DDL)
 
 
+def sprintf(template: str, *args: object) -> str:
+    """The original's way of building SQL: C printf into the statement text."""
+    return template % args
+
+
 def fill(url: str) -> None:
     """Rows as the original's code writes them: registrations, friends, a group, chats."""
-    statements = [
-        "insert into user(name, password, state) values('%s', '%s', '%s')"
-        % (u.name, u.password, "offline") for u in (ZHANG, LI, WANG)
-    ]
+    register = "insert into user(name, password, state) values('%s', '%s', '%s')"
+    statements = [sprintf(register, u.name, u.password, "offline") for u in (ZHANG, LI, WANG)]
     statements += [
-        "insert into user(name, password, state) values('%s', '%s', '%s')"
-        % ("gone", "x", "offline"),
-        "delete from user where id = %d" % DELETED,
+        sprintf(register, "gone", "x", "offline"),
+        sprintf("delete from user where id = %d", DELETED),
         # zhang san logged in and the C++ server went away with him online
-        "update user set state = 'online' where id = %d" % ZHANG.id,
+        sprintf("update user set state = 'online' where id = %d", ZHANG.id),
         # zhang san added li si, wang wu added zhang san (one row each)
-        "insert into friend values(%d, %d)" % (ZHANG.id, LI.id),
-        "insert into friend values(%d, %d)" % (WANG.id, ZHANG.id),
-        "insert into allgroup(groupname, groupdesc) values('%s', '%s')"
-        % (GROUP_NAME, "start develop a chat project"),
-        "insert into groupuser values(%d, %d, '%s')" % (GROUP_ID, ZHANG.id, "creator"),
-        "insert into groupuser values(%d, %d, '%s')" % (GROUP_ID, LI.id, "normal"),
-        "insert into groupuser values(%d, %d, '%s')" % (GROUP_ID, WANG.id, "normal"),
+        sprintf("insert into friend values(%d, %d)", ZHANG.id, LI.id),
+        sprintf("insert into friend values(%d, %d)", WANG.id, ZHANG.id),
+        sprintf("insert into allgroup(groupname, groupdesc) values('%s', '%s')",
+                GROUP_NAME, "start develop a chat project"),
     ]
-    statements += ["insert into offlinemessage values(%d, '%s')" % (LI.id, m) for m in TO_LI]
+    join = "insert into groupuser values(%d, %d, '%s')"
+    statements += [sprintf(join, GROUP_ID, ZHANG.id, "creator"),
+                   sprintf(join, GROUP_ID, LI.id, "normal"),
+                   sprintf(join, GROUP_ID, WANG.id, "normal")]
+    statements += [sprintf("insert into offlinemessage values(%d, '%s')", LI.id, m)
+                   for m in TO_LI]
     _execute(url, statements)
 
 
