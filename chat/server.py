@@ -26,7 +26,7 @@ from chat.limits import Limits, TokenBucket
 from chat.protocol import FrameDecoder
 from chat.service import ChatService
 from chat.session import Session
-from chat.store import UnknownSchema, open_store
+from chat.store import StoreError, UnknownSchema, open_store
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownSchema as exc:  # one line, no traceback: an operator's mistake
         print(f"chat.server: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # unreachable, or a migration failed: says which
+        print(f"chat.server: cannot open the database: {exc}", file=sys.stderr)
+        return 1
 
     watch_signals(loop, server.stop)
     server.start()

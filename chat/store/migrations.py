@@ -255,9 +255,10 @@ def _explained(exc: BaseException, title: str) -> BaseException:
     """A driver error as a StoreError that says which step failed; others as they are."""
     if not isinstance(exc, _driver_errors()):
         return exc
-    if type(exc) is sqlite3.DatabaseError and not title:  # e.g. "file is not a database"
-        return UnknownSchema(f"it is not an SQLite database ({exc})")
-    return StoreError(f"{title or 'reading the schema'} failed: {type(exc).__name__}: {exc}")
+    reason = f"{type(exc).__name__}: {exc}"
+    if not title:  # could not even read the schema (say, "file is not a database")
+        return StoreUnavailable(reason)
+    return StoreError(f"{title} failed: {reason}")
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:

@@ -179,5 +179,7 @@ def test_an_unknown_sqlite_database_gets_one_line_and_exit_2(tmp_path: Path) -> 
         assert "schema version 3 is newer than this server knows (2)" in done.stderr
     assert (tmp_path / "other.db").read_bytes() == before
     (tmp_path / "junk.db").write_bytes(b"not a database at all, just some bytes" * 200)
-    junk = migrate(f"sqlite:///{tmp_path / 'junk.db'}")
-    assert junk.returncode == 2 and "not an SQLite database" in junk.stderr, junk.stderr
+    for junk in (migrate(f"sqlite:///{tmp_path / 'junk.db'}"),
+                 start_server(f"sqlite:///{tmp_path / 'junk.db'}")):
+        assert junk.returncode == 1, junk.stderr  # unusable rather than unknown
+        assert junk.stderr.count("\n") == 1 and "not a database" in junk.stderr, junk.stderr
