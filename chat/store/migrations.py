@@ -119,8 +119,11 @@ class State:
     recorded: bool  # the version comes from schema_version
     legacy: bool = False  # the original C++ server's tables
     leftovers: tuple[str, ...] = ()  # tables an interrupted upgrade left behind
+    missing: bool = False  # the database (or SQLite file) does not exist yet
 
     def describe(self) -> str:
+        if self.missing:
+            return "does not exist yet (it will be created)"
         if self.legacy:
             return "the original C++ server's tables"
         if self.recorded:
@@ -290,21 +293,22 @@ class _schema_lock:  # noqa: N801 - used as a context manager, reads like one
 
 def inspect(config: Config) -> tuple[State, list[Step]]:
     """Where the database stands and what ``upgrade`` would run; changes nothing."""
+    missing = State(0, False, missing=True)
+    cost = config.options["password_cost"]
     if config.dialect is SQLITE and not os.path.exists(config.database):
-        return State(0, False), plan(State(0, False), SQLITE, config.options["password_cost"])
+        return missing, plan(missing, SQLITE, cost)
     try:
         db = Db(direct_connection(config, read_only=True), config.dialect)
     except StoreUnavailable as exc:
         cause = exc.__cause__
         if config.dialect is MYSQL and cause is not None and cause.args[:1] == (_ER_BAD_DB,):
-            return State(0, False), plan(State(0, False), MYSQL,
-                                         config.options["password_cost"])
+            return missing, plan(missing, MYSQL, cost)
         raise
     try:
         if config.dialect is MYSQL:
             db.run("START TRANSACTION READ ONLY")
         state = detect(db)
-        return state, plan(state, config.dialect, config.options["password_cost"])
+        return state, plan(state, config.dialect, cost)
     except UnknownSchema as exc:
         raise _about(config, exc) from None
     finally:
