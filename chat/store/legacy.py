@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .dialect import MYSQL
-from .direct import Db, Step, text_of
+from .direct import Db, Step, ensure_version_table, record, text_of
 from .passwords import hash_password
 from .schema import TABLES, create_table
 
@@ -90,8 +89,7 @@ def _swap() -> list[str]:
     return [f"RENAME TABLE {pairs}"] + [f"DROP TABLE {t}{OLD}" for t in ORIGINAL_COLUMNS]
 
 
-def upgrade_step(password_cost: int, ensure_version_table: Callable[[Db], None],
-                 record: Callable[[Db, int, str], None]) -> Step:
+def upgrade_step(password_cost: int) -> Step:
     """The step that turns the original's tables into today's version 1."""
     def apply(db: Db) -> None:
         for statement in _build():

@@ -189,7 +189,7 @@ def plan(state: State, dialect: Dialect, password_cost: int) -> list[Step]:
     if state.leftovers and not state.legacy:
         steps.append(legacy.cleanup_step(state.leftovers))
     if state.legacy:
-        steps.append(legacy.upgrade_step(password_cost, ensure_version_table, record))
+        steps.append(legacy.upgrade_step(password_cost))
         first = 2
     elif state.version == 1 and not state.recorded:
         steps.append(_recognise_step(dialect))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .dialect import MYSQL, SQLITE, Dialect
-from .direct import Step, ensure_version_table, record
+from .direct import Step
 from .legacy import upgrade_step
 from .migrations import MIGRATIONS
 from .passwords import DEFAULT_LOG2N
@@ -62,7 +62,7 @@ def migration_files() -> dict[str, str]:
         for dialect in (MYSQL, SQLITE):
             name = f"migrations/{migration.version:04d}_{_slug(migration.title)}.{dialect.name}.sql"
             files[name] = _step_file(migration.step(dialect), dialect)
-    original = upgrade_step(DEFAULT_LOG2N, ensure_version_table, record)
+    original = upgrade_step(DEFAULT_LOG2N)
     files["migrations/original_cpp_server_to_0001.mysql.sql"] = _step_file(original, MYSQL)
     return files
 
