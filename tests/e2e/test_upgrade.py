@@ -183,3 +183,39 @@ def test_an_unknown_sqlite_database_gets_one_line_and_exit_2(tmp_path: Path) -> 
                  start_server(f"sqlite:///{tmp_path / 'junk.db'}")):
         assert junk.returncode == 1, junk.stderr  # unusable rather than unknown
         assert junk.stderr.count("\n") == 1 and "not a database" in junk.stderr, junk.stderr
+
+
+@pytest.mark.mysql
+def test_leftovers_of_an_upgrade_stopped_after_the_swap_are_dropped(original: str) -> None:
+    assert migrate(original).returncode == 0
+    con = mysqldb.connect(original)
+    # the swap happened, the process died before dropping the old tables
+    con.cursor().execute("CREATE TABLE offlinemessage__original (userid INT, message TEXT)")
+    done = migrate(original)
+    assert done.returncode == 0, done.stderr
+    assert "drop the tables an interrupted upgrade left behind" in done.stdout
+    cur = con.cursor()
+    cur.execute("SHOW TABLES LIKE '%\\_\\_%'")
+    assert cur.fetchall() == ()
+
+
+@pytest.mark.mysql
+def test_many_users_are_hashed_in_batches_with_progress(mysql_url: str) -> None:
+    with mysqldb.throwaway_database() as url:
+        original_db.create(url)
+        con = mysqldb.connect(url)
+        con.cursor().executemany(
+            "insert into user(name, password, state) values(%s, %s, 'offline')",
+            [(f"user {i}", f"secret {i}") for i in range(1, 1202)])
+        done = migrate(url)
+        assert done.returncode == 0, done.stderr
+        assert [line for line in done.stderr.splitlines() if line.startswith("hashed")] == [
+            "hashed 500 of 1201 passwords", "hashed 1000 of 1201 passwords",
+            "hashed 1201 of 1201 passwords"]
+        server = ServerProcess(url, threads=1).start()
+        try:
+            for user_id in (1, 500, 501, 1201):
+                with server.connect() as s:
+                    assert s.login(user_id, f"secret {user_id}")["name"] == f"user {user_id}"
+        finally:
+            server.kill()
