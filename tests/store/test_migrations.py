@@ -88,11 +88,22 @@ def check_version_1_kept(url: str) -> None:
         assert store.authenticate(1, "pw-ann") is not None
         assert [f.name for f in store.friends_of(2)] == ["ann"]
         assert [(g.name, g.members[0].role) for g in store.groups_of(1)] == [("g", "creator")]
-        stored = [orjson.loads(text) for _, text in store.fetch_offline(2)]
-        assert [m["msg"] for m in stored] == ["one €", "two"]
-        assert stored[0]["mid"] < stored[1]["mid"]
     finally:
         store.close()
+    stored = [orjson.loads(text) for text in stored_texts(url, 2)]
+    assert [m["msg"] for m in stored] == ["one €", "two"]
+    assert stored[0]["mid"] < stored[1]["mid"]
+
+
+def stored_texts(url: str, user_id: int) -> list[str]:
+    """The user's stored messages, oldest first, read past the store's API."""
+    config = parse_url(url)
+    con = sqlite3.connect(config.database) if config.dialect is SQLITE else mysqldb.connect(url)
+    try:
+        return [r[0] for r in rows(con, "SELECT message FROM offlinemessage"
+                                        f" WHERE userid = {int(user_id)} ORDER BY id")]
+    finally:
+        con.close()
 
 
 def rows(db: Any, query: str) -> list[tuple[Any, ...]]:
