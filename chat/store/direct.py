@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .dialect import SQLITE, Dialect
-from .schema import VERSION_TABLE, create_table
+from .schema import LATEST, VERSION_TABLE, create_table
 
 
 class Db:
@@ -85,7 +85,7 @@ class Step:
 
 
 def ensure_version_table(db: Db) -> None:
-    for statement in create_table(db.dialect, VERSION_TABLE, 0):
+    for statement in create_table(db.dialect, VERSION_TABLE, LATEST):
         db.ddl(statement)
 
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A database records its version in ``schema_version`` (one row per migration
 applied; the largest is the version).  Migration N creates the tables that
-``schema.py`` marks ``since=N``, adds the columns marked ``added`` at N, runs
+``schema.py`` dates to version N, adds the columns it dates to N, runs
 its data step, and inserts row N.  ``upgrade()`` runs at every start (from
 ``open_store``) and from ``python -m chat.migrate``:
 
@@ -45,10 +45,12 @@ from .schema import (
     LATEST,
     TABLES,
     VERSION_TABLE,
+    added_at,
     column_name,
     create_table,
     expected_columns,
     render_column,
+    since,
     tables_at,
 )
 
@@ -71,20 +73,20 @@ class Migration:
     def statements(self, dialect: Dialect) -> list[str]:
         out = []
         for table in TABLES:
-            if table.since == self.version:
+            if since(table) == self.version:
                 out += create_table(dialect, table, self.version)
             out += [f"ALTER TABLE {table.name} ADD COLUMN {render_column(dialect, spec)}"
-                     for v, spec in table.added if v == self.version]
+                    for spec in added_at(table, self.version)]
         return out
 
     def apply(self, db: Db) -> None:
         ensure_version_table(db)
         for table in TABLES:
-            if table.since == self.version:
+            if since(table) == self.version:
                 for statement in create_table(db.dialect, table, self.version):
                     db.ddl(statement)
-            for v, spec in table.added:
-                if v == self.version and column_name(spec) not in db.columns(table.name):
+            for spec in added_at(table, self.version):
+                if column_name(spec) not in db.columns(table.name):  # a re-run after a failure
                     db.ddl(f"ALTER TABLE {table.name} ADD COLUMN "
                            f"{render_column(db.dialect, spec)}")
         if self.data is not None:
@@ -204,7 +206,7 @@ def _recognise_step(dialect: Dialect) -> Step:
         ensure_version_table(db)
         record(db, 1, "the tables of the first release, found in place")
     return Step("record version 1 (tables made by an earlier release)",
-                tuple(create_table(dialect, VERSION_TABLE, 0)), (), apply)
+                tuple(create_table(dialect, VERSION_TABLE, LATEST)), (), apply)
 
 
 # -- running them -----------------------------------------------------------------

@@ -30,7 +30,7 @@ _SCHEMA_HEAD = """\
 
 def schema_file() -> str:
     """The text of sql/schema.sql: every table as of the latest version."""
-    statements = create_table(MYSQL, VERSION_TABLE, 0)
+    statements = create_table(MYSQL, VERSION_TABLE, LATEST)
     for table in TABLES:
         statements += create_table(MYSQL, table, LATEST)
     rows = ",\n  ".join(f"({m.version}, UTC_TIMESTAMP(), '{m.title}')" for m in MIGRATIONS)
