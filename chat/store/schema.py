@@ -28,6 +28,20 @@ class Table:
     indexes: tuple[tuple[str, str], ...] = ()  # (index name, column list)
 
 
+# The history of the tables below: the schema version that created a table
+# (1 if not listed), and the version that added a column to an older table
+# (such columns come last, in version order, as ALTER TABLE appends them).
+TABLE_SINCE: dict[str, int] = {"offlinebox": 2, "midnode": 2}
+COLUMN_SINCE: dict[tuple[str, str], int] = {("offlinemessage", "size"): 2}
+
+# One row per migration applied; the database's version is the largest.
+VERSION_TABLE = Table(
+    "schema_version",
+    ("version INT NOT NULL PRIMARY KEY", "applied_at DATETIME NOT NULL",
+     "description VARCHAR(200) NOT NULL"),
+)
+
+
 TABLES: tuple[Table, ...] = (
     Table(
         "user",
@@ -82,19 +96,6 @@ TABLES: tuple[Table, ...] = (
          "lease BIGINT NOT NULL DEFAULT 0"),
         ("CONSTRAINT uq_midnode_server UNIQUE (server)",),
     ),
-)
-
-# The history of the tables above: the schema version that created a table
-# (1 if not listed), and the version that added a column to an older table
-# (such columns come last, in version order, as ALTER TABLE appends them).
-TABLE_SINCE: dict[str, int] = {"offlinebox": 2, "midnode": 2}
-COLUMN_SINCE: dict[tuple[str, str], int] = {("offlinemessage", "size"): 2}
-
-# One row per migration applied; the database's version is the largest.
-VERSION_TABLE = Table(
-    "schema_version",
-    ("version INT NOT NULL PRIMARY KEY", "applied_at DATETIME NOT NULL",
-     "description VARCHAR(200) NOT NULL"),
 )
 
 
