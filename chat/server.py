@@ -27,7 +27,7 @@ from chat.protocol import FrameDecoder
 from chat.proxyproto import ProxyHeaderReader, ProxyProtocolError
 from chat.service import ChatService
 from chat.session import Session
-from chat.store import open_store
+from chat.store import StoreError, UnknownSchema, open_store
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
@@ -248,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = ChatServer(loop, args)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    except UnknownSchema as exc:  # one line, no traceback: an operator's mistake
+        print(f"chat.server: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:  # unreachable, or a migration failed: says which
+        print(f"chat.server: cannot open the database: {exc}", file=sys.stderr)
         return 1
 
     watch_signals(loop, server.stop)

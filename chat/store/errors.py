@@ -19,3 +19,11 @@ class NameTaken(StoreError):
 
 class GroupNameTaken(StoreError):
     """create_group(): a group with this name exists already."""
+
+
+class UnknownSchema(StoreError):
+    """The database holds tables this code does not recognise, or a newer schema.
+
+    Raised before anything was changed; the message is one line that says
+    what was found.  The entry points print it and exit with status 2.
+    """

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from types import ModuleType
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from dbutils.pooled_db import PooledDB
 
@@ -236,3 +237,27 @@ def ensure_mysql_database(config: Config) -> None:
                 " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     finally:
         con.close()
+
+
+def direct_connection(config: Config, *, read_only: bool = False) -> Any:
+    """One plain DB-API connection outside the pool, for schema migrations.
+
+    MySQL: autocommit off (DDL still commits at once, as MySQL does).
+    SQLite: autocommit mode, so the caller's own ``BEGIN IMMEDIATE`` makes a
+    whole migration one transaction; ``read_only`` opens the file read-only
+    and never creates it.  Raises StoreUnavailable if it cannot connect.
+    """
+    if config.dialect is SQLITE:
+        target, uri = config.database, False
+        if read_only:
+            target, uri = f"file:{quote(config.database)}?mode=ro", True
+        try:
+            return sqlite3.connect(target, uri=uri, isolation_level=None,
+                                   timeout=config.options["busy_timeout"] / 1000)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    mysql = _mysql_module()
+    try:
+        return mysql.connect(**_mysql_args(config))
+    except mysql.Error as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc

@@ -19,7 +19,6 @@ from .errors import GroupNameTaken, NameTaken, StoreError
 from .passwords import hash_password, verify_password
 from .pool import Blocking, ConnectionPool
 from .records import Group, GroupMember, User
-from .schema import create_statements
 
 Cursor = Any  # a DB-API cursor of either driver
 
@@ -69,12 +68,6 @@ class Store:
     def _write(self, query: str, params: tuple[Any, ...]) -> int:
         """Run one statement; return the number of rows it changed."""
         return self._pool.run(lambda cur: int(self._exec(cur, query, params).rowcount))
-
-    def create_tables(self) -> None:
-        def work(cur: Cursor) -> None:
-            for statement in create_statements(self._pool.dialect):
-                cur.execute(statement)
-        self._pool.run(work)
 
     def close(self) -> None:
         """Close the pooled connections; the store must not be used afterwards."""
