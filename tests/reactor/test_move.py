@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
-from reactor.tcpconnection import FOLLOW_AFTER
+from reactor.placement import FOLLOW_AFTER
 
 from .conftest import WAIT, ServerFactory, call_in_loop
 from .test_tcpserver import ConnTracker, connect, recv_exact
