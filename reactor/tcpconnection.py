@@ -125,6 +125,16 @@ def _noop_close(conn: TcpConnection) -> None:
 class TcpConnection:
     """One accepted (or connected) socket, owned by ``loop``."""
 
+    # Slots: a server holds tens of thousands of these (benchmarks/memory.py).
+    # ``__dict__`` stays, created only if somebody sets an attribute of their own.
+    __slots__ = (
+        "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_drain_queued",
+        "_flush_cb", "_flush_due", "_high_water_mark", "_high_water_mark_cb", "_mail",
+        "_mail_lock", "_message_cb", "_placement", "_registered_in", "_sock", "_state",
+        "_write_complete_cb", "_writing", "context", "input_buffer", "local_address", "loop",
+        "name", "output_buffer", "peer_address", "serial",
+    )
+
     def __init__(
         self, loop: EventLoop, name: str, sock: socket.socket, peer_address: Any,
         serial: int = 0,
@@ -153,7 +163,9 @@ class TcpConnection:
         self._high_water_mark_cb: HighWaterMarkCallback | None = None
         self._close_cb: CloseCallback = _noop_close
         self._placement: Placement | None = None  # talks_to is a no-op without one
-        self._mail: deque[Callable[[], None]] = deque()
+        # Created by the first post: an empty deque takes 760 bytes, and most
+        # connections never hear from another thread.
+        self._mail: deque[Callable[[], None]] | None = None
         self._mail_lock = threading.Lock()
         self._drain_queued = False  # the drain token is out; guarded by _mail_lock
         self.serial = serial  # of two that talk, the higher one moves (Placement)
@@ -329,7 +341,10 @@ class TcpConnection:
         Safe from any thread; ``cb`` follows the connection when it moves.
         """
         with self._mail_lock:
-            self._mail.append(cb)
+            mail = self._mail
+            if mail is None:
+                mail = self._mail = deque()
+            mail.append(cb)
             if self._drain_queued:
                 return
             self._drain_queued = True
@@ -343,6 +358,7 @@ class TcpConnection:
         if CHECK_OWNER:
             loop.assert_in_loop_thread()
         mail = self._mail
+        assert mail is not None  # a drain is queued only by a post, which made it
         lock = self._mail_lock
         with lock:
             due = len(mail)
