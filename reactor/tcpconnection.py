@@ -18,7 +18,7 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   ~80 ready sockets woke the waiting peers every few messages; written
   after the round, a peer woken by its first message finds most of the
   others there too, and the chat ping-pong benchmark got cheaper on both
-  sides (see benchmarks/README.md). What the kernel does not take waits for
+  sides (see benchmarks/HISTORY.md). What the kernel does not take waits for
   EVENT_WRITE, which is removed again as soon as ``handle_write`` drains
   the buffer: an idle connection costs nothing and a busy one is not woken
   for writability it does not need. A close or a move first writes what
