@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from reactor import EventLoop, TcpConnection, tcpconnection
+from reactor import Buffer, EventLoop, TcpConnection, tcpconnection
 
 from .conftest import WAIT, ServerFactory, call_in_loop
 from .test_move import serve_tracked, settle
@@ -105,11 +105,15 @@ def test_connect_established_raises_in_another_thread() -> None:
         b.close()
 
 
+def discard(_conn: TcpConnection, buf: Buffer, _t: float) -> None:
+    buf.retrieve_all()
+
+
 def test_a_move_writes_the_rounds_output_and_withdraws_its_flush(
         make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     # The send and the move run in one drain of the mailbox: the flush the
     # send queued for the old loop's next poll must not run there after the move.
-    server, tracker = serve_tracked(make_server, 2, lambda c, b, t: b.retrieve_all())
+    server, tracker = serve_tracked(make_server, 2, discard)
     first, second = server.thread_pool.get_all_loops()
     caplog.set_level(logging.ERROR)
     with connect(server) as sock:
