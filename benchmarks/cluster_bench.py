@@ -69,24 +69,25 @@ def drive(name: str, a: tuple[str, int], b: tuple[str, int],
     return row
 
 
-def server(db: str, threads: int, redis_url: str | None) -> ChatServerProcess:
+def server(db: str, args: argparse.Namespace, redis_url: str | None) -> ChatServerProcess:
     extra = ["--redis", redis_url, "--server-id", f"bench-{uuid.uuid4().hex[:8]}"] \
         if redis_url else []
-    return ChatServerProcess(threads, extra=extra, db=db).start()
+    return ChatServerProcess(args.threads, extra=extra, db=db,
+                             new_session=not args.same_session).start()
 
 
 def run(args: argparse.Namespace, db: str) -> dict[str, Any]:
     wanted = args.scenarios.split(",")
     rows = []
     if "one" in wanted:
-        s = server(db, args.threads, None)
+        s = server(db, args, None)
         try:
             rows.append(drive("one", (s.host, s.port), (s.host, s.port), args))
         finally:
             s.stop()
     if "split" in wanted or "nginx" in wanted:
         redis = RedisServer().start()
-        servers = [server(db, args.threads, redis.url) for _ in range(2)]
+        servers = [server(db, args, redis.url) for _ in range(2)]
         nginx = None
         try:
             s1, s2 = ((s.host, s.port) for s in servers)
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace, db: str) -> dict[str, Any]:
         "benchmark": "cluster ping-pong",
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
         "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
-                   "warmup": args.warmup, "threads": args.threads, "message_chars": MSG_LEN},
+                   "warmup": args.warmup, "threads": args.threads, "message_chars": MSG_LEN,
+                   "servers_in_own_session": not args.same_session},
         "machine": machine_info(),
         "unit": {"msgs_per_s": "delivered one-to-one messages per second",
                  "latency_us": "one-way sender -> server(s) -> recipient, microseconds"},

@@ -6,10 +6,12 @@ non-blocking sockets on one epoll, ping-pong style (every connection keeps
 exactly one message in flight). A cell is (connections, message size); its
 figure is completed round trips per second summed over the client processes,
 the median over the rounds. "reactor-4-noturns" is 4 threads that do not take
-turns (reactor/turn.py), to show what the turns change.
+turns (reactor/turn.py), to show what the turns change. The servers start in
+a session of their own, as deployed (see benchmarks/README.md);
+``--same-session`` keeps them in this one, for comparison.
 
     python benchmarks/echo_bench.py [--seconds 5] [--rounds 1] [--cells 100x64,...]
-                                    [--quick] [--json PATH]
+                                    [--quick] [--json PATH] [--same-session]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import select
+import signal
 import socket
 import statistics
 import subprocess
@@ -58,20 +61,37 @@ def serve_asyncio(port: int) -> None:
     loop.run_forever()
 
 
-def start_server(kind: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+def start_server(kind: str, new_session: bool = True,
+                 ) -> tuple[subprocess.Popen[str], tuple[str, int]]:
     if kind == "asyncio":
         cmd = [sys.executable, os.path.abspath(__file__), "--serve-asyncio"]
     else:
         _, threads, *variant = kind.split("-")
         cmd = [sys.executable, ECHO_EXAMPLE, "0", threads] + (["--no-turns"] if variant else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("echo server on "):
-        proc.kill()
+        stop_server(proc, new_session, 0.0)
         raise RuntimeError(f"{kind} server did not start: {line!r}")
     host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
     return proc, (host, int(port))
+
+
+def stop_server(proc: subprocess.Popen[str], new_session: bool, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL (to its whole process group when it has one of its own)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    if new_session:  # not reaped yet, so its pid still names its group
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    proc.wait(10)
 
 
 # ---------------------------------------------------------------------- client
@@ -167,7 +187,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(cells: list[tuple[int, int]], seconds: float, rounds: int = 1) -> dict[str, Any]:
+def run(cells: list[tuple[int, int]], seconds: float, rounds: int = 1,
+        new_session: bool = True) -> dict[str, Any]:
     # All servers stay up (an idle one costs nothing) and each cell visits
     # them in turn, so a burst of load on this shared machine skews one cell
     # of every server rather than every cell of one server.
@@ -178,7 +199,7 @@ def run(cells: list[tuple[int, int]], seconds: float, rounds: int = 1) -> dict[s
     servers = {}
     try:
         for kind in SERVERS:
-            servers[kind] = start_server(kind)
+            servers[kind] = start_server(kind, new_session)
         for _, address in servers.values():
             # Unmeasured: the first connections of a fresh server are slow for
             # asyncio in particular (its first round came out at a third).
@@ -196,10 +217,10 @@ def run(cells: list[tuple[int, int]], seconds: float, rounds: int = 1) -> dict[s
                             (cpu_after - cpu_before) / (rate * seconds) * 1e6)
     finally:
         for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(10)
+            stop_server(proc, new_session)
     rows = [summary_row(cell, rates, cpu_us) for cell in cells]
     return {"unit": "messages/s", "seconds_per_cell": seconds, "rounds": rounds,
+            "servers_in_own_session": new_session,
             "statistic": "median over the rounds", "machine": machine(), "cells": rows}
 
 
@@ -246,6 +267,9 @@ def main() -> None:
                         help="comma list of CONNSxBYTES (default: 1, 100, 1000 x 64, 4096)")
     parser.add_argument("--quick", action="store_true", help="one short cell per server (CI)")
     parser.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    parser.add_argument("--same-session", action="store_true",
+                        help="start the servers in this process's session instead of one "
+                             "of their own (as deployed); for comparison")
     parser.add_argument("--serve-asyncio", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,7 +284,7 @@ def main() -> None:
     if args.cells:
         cells = [(int(c), int(b)) for c, b in (x.split("x") for x in args.cells.split(","))]
     seconds = min(args.seconds, 0.5) if args.quick else args.seconds
-    summary = run(cells, seconds, max(1, args.rounds))
+    summary = run(cells, seconds, max(1, args.rounds), not args.same_session)
     summary["command"] = "python benchmarks/echo_bench.py " + " ".join(sys.argv[1:])
     print_table(summary)
     if args.json:

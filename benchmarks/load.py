@@ -42,7 +42,7 @@ from driver.common import merge, rss_kib, split  # noqa: E402
 from driver.fanout import create_groups, fanout_worker  # noqa: E402
 from driver.flood import flood_worker  # noqa: E402
 from driver.logins import login_worker  # noqa: E402
-from driver.servers import UNLIMITED_RATE_ENV, machine_info  # noqa: E402
+from driver.servers import UNLIMITED_RATE_ENV, add_session_option, machine_info  # noqa: E402
 from driver.users import DriverError  # noqa: E402
 from driver.workers import WorkerFn, run_workers  # noqa: E402
 
@@ -83,7 +83,8 @@ def each_target(args: argparse.Namespace, body: Callable[[pingpong.Target, str],
     """Start every target of ``--targets`` in turn, run ``body`` on it, stop it."""
     rows = []
     for target in args.targets.split(","):
-        system = pingpong.start_target(target, getattr(args, "relay", None))
+        system = pingpong.start_target(target, getattr(args, "relay", None),
+                                       not args.same_session)
         try:
             print(f"{pingpong.describe(target)}: pid {system.pid}, port {system.port}",
                   file=sys.stderr)
@@ -213,7 +214,8 @@ def compare(args: argparse.Namespace) -> Row:
     pp_args = pingpong.parse_args(["--pairs", str(args.pairs), "--procs", str(args.procs),
                                    "--seconds", str(args.seconds), "--warmup", str(args.warmup),
                                    "--rounds", str(args.rounds), "--targets", "relay,t1,t4",
-                                   *(["--relay", args.relay] if args.relay else [])])
+                                   *(["--relay", args.relay] if args.relay else []),
+                                   *(["--same-session"] if args.same_session else [])])
     pp = pingpong.run(pp_args)
     by = {r["target"]: r["msgs_per_s"] for r in pp["results"]}
     fl_args = argparse.Namespace(**{**vars(args), "targets": "relay,t1,t4", "seq": False})
@@ -245,7 +247,8 @@ def compare(args: argparse.Namespace) -> Row:
         from tests.support.mysqldb import throwaway_database
         cb_args = cluster_bench.parse_args(
             ["--pairs", str(args.pairs), "--procs", str(args.procs), "--seconds",
-             str(args.seconds), "--warmup", str(args.warmup), "--scenarios", "one,nginx"])
+             str(args.seconds), "--warmup", str(args.warmup), "--scenarios", "one,nginx",
+             *(["--same-session"] if args.same_session else [])])
         with throwaway_database() as db:
             cb = cluster_bench.run(cb_args, db)
         out["cluster"] = cb["results"]
@@ -323,6 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="path of another relay script (default benchmarks/relay.py)")
         sp.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
         sp.add_argument("--quick", action="store_true", help="a tiny run for CI (seconds)")
+        add_session_option(sp)
         sp.add_argument("--keep-rate-limit", action="store_true",
                         help="start servers with their default per-connection request rate "
                              "limit (by default it is lifted: CHAT_RATE=1e9)")

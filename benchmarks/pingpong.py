@@ -36,6 +36,7 @@ from driver.histogram import Histogram  # noqa: E402
 from driver.servers import (  # noqa: E402
     ChatServerProcess,
     RelayProcess,
+    add_session_option,
     machine_info,
     process_cpu_seconds,
 )
@@ -190,15 +191,16 @@ class ExternalTarget:
 Target = ChatServerProcess | RelayProcess | ExternalTarget
 
 
-def start_target(target: str, relay: str | None) -> Target:
+def start_target(target: str, relay: str | None, new_session: bool = True) -> Target:
+    """Start ``target`` (in a session of its own unless ``new_session`` is false)."""
     if ":" in target:
         return ExternalTarget(target)
     if target == "relay":
-        return RelayProcess(relay).start()
+        return RelayProcess(relay, new_session).start()
     threads, _, variant = target.partition("-")
     if threads.startswith("t") and threads[1:].isdigit() and variant in ("", "noturns"):
         extra = ["--no-turns"] if variant else []
-        return ChatServerProcess(int(threads[1:]), extra).start()
+        return ChatServerProcess(int(threads[1:]), extra, new_session=new_session).start()
     raise SystemExit(f"unknown target {target!r}: use relay, tN (server with -t N) "
                      "or tN-noturns (the same with --no-turns)")
 
@@ -214,7 +216,7 @@ def describe(target: str) -> str:
 
 def drive(target: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     """Start ``target``, drive it once, stop it; one result row."""
-    system = start_target(target, args.relay)
+    system = start_target(target, args.relay, not args.same_session)
     try:
         print(f"{describe(target)}: pid {system.pid}, port {system.port}", file=sys.stderr)
         if args.pause:
@@ -271,7 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
         "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
                    "warmup": args.warmup, "rounds": args.rounds, "message_chars": MSG_LEN,
-                   "busy": args.busy},
+                   "busy": args.busy, "servers_in_own_session": not args.same_session},
         "machine": machine,
         "unit": {"msgs_per_s": "delivered one-to-one messages per second",
                  "latency_us": "one-way sender -> server -> recipient, microseconds"},
@@ -297,11 +299,12 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def add_pair_options(p: argparse.ArgumentParser) -> None:
-    """--pairs, --procs, --seconds, --warmup (cluster_bench.py takes them too)."""
+    """--pairs, --procs, --seconds, --warmup, --same-session (cluster_bench.py takes them too)."""
     p.add_argument("--pairs", type=int, default=100, help="user pairs (default 100)")
     p.add_argument("--procs", type=int, default=2, help="driver processes (default 2)")
     p.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+    add_session_option(p)
 
 
 def finish(summary: dict[str, Any], json_path: str | None) -> int:

@@ -48,7 +48,7 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from driver.servers import machine_info  # noqa: E402
+from driver.servers import add_session_option, machine_info  # noqa: E402
 
 from chat.protocol import FrameDecoder, FrameError, Message, MsgId, encode  # noqa: E402
 from tests.support.mariadb_server import MariaDBServer, free_port  # noqa: E402
@@ -146,13 +146,14 @@ def parse_text(text: str) -> tuple[int, int] | None:
 class Cluster:
     """Private MariaDB and Redis, two chat servers with fixed ports and ids, maybe nginx."""
 
-    def __init__(self, threads: int, use_nginx: bool) -> None:
+    def __init__(self, threads: int, use_nginx: bool, new_session: bool = True) -> None:
         self.db = MariaDBServer()
         self.redis = RedisServer()
         self.ports = [free_port(), free_port()]
         self.ids = [f"soak-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
         self.threads = threads
         self.use_nginx = use_nginx
+        self.new_session = new_session  # each chat server in a session of its own, as deployed
         self.servers: list[ServerProcess | None] = [None, None]
         self.logs: list[str] = []
         self.nginx: NginxProcess | None = None
@@ -173,7 +174,8 @@ class Cluster:
     def start_server(self, i: int) -> None:
         extra = ["--redis", self.redis.url, "--server-id", self.ids[i], *SERVER_LIMITS]
         self.servers[i] = ServerProcess(self.db_url, threads=self.threads, extra=extra,
-                                        port=self.ports[i]).start(timeout=30)
+                                        port=self.ports[i],
+                                        new_session=self.new_session).start(timeout=30)
 
     def kill_server(self, i: int) -> None:
         server = self.servers[i]
@@ -460,7 +462,7 @@ class Soak:
         self.logout_share = args.logout_share
         self.reconnect_share = args.reconnect_share
         self.ledger = Ledger()
-        self.cluster = Cluster(args.threads, args.nginx)
+        self.cluster = Cluster(args.threads, args.nginx, not args.same_session)
         self.stop_sending = threading.Event()
         self.drain = threading.Event()
         self.hard_stop = threading.Event()
@@ -580,7 +582,7 @@ class Soak:
         report["offline_rows_left"] = leftover
         report["machine"] = info
         report["config"] = {k: getattr(self.args, k) for k in (
-            "seconds", "users", "rate", "threads", "nginx", "down", "seed")}
+            "seconds", "users", "rate", "threads", "nginx", "down", "seed", "same_session")}
         report["faults"] = self.ledger.faults
         report["user_errors"] = [u.error for u in self.users if u.error]
         report["server_log_warnings"] = _log_summary(self.cluster.logs)
@@ -818,6 +820,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nginx", action="store_true", help="clients connect through nginx")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", help="write the report here")
+    add_session_option(p)
     return p.parse_args(argv)
 
 

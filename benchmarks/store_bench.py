@@ -2,7 +2,8 @@
 
 Every figure goes through the real protocol: a ``python -m chat.server``
 subprocess on a free port, driven by blocking ``ChatSession`` clients (one
-thread each) in this process.
+thread each) in this process.  The server runs in a session of its own, as
+deployed (``--same-session`` keeps it in this one; see benchmarks/README.md).
 
 - login storm: U users, each on its own connection, log in and out in a loop
   for a fixed time.  A login is one authenticate (a read plus an scrypt hash
@@ -67,8 +68,9 @@ def database(backend: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def chat_server(db: str, threads: int, cost: int) -> Iterator[ServerProcess]:
-    proc = ServerProcess(db, threads=threads, env={"CHAT_SCRYPT_LOG2N": str(cost)})
+def chat_server(db: str, threads: int, cost: int, new_session: bool) -> Iterator[ServerProcess]:
+    proc = ServerProcess(db, threads=threads, env={"CHAT_SCRYPT_LOG2N": str(cost)},
+                         new_session=new_session)
     proc.start(timeout=60)
     try:
         yield proc
@@ -195,11 +197,12 @@ def machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
-def run(backends: list[str], p: dict[str, Any], cost: int, default_cost: bool) -> dict[str, Any]:
+def run(backends: list[str], p: dict[str, Any], cost: int, default_cost: bool,
+        new_session: bool = True) -> dict[str, Any]:
     rows = []
     for backend in backends:
         for threads in p["threads"]:
-            with database(backend) as db, chat_server(db, threads, cost) as server:
+            with database(backend) as db, chat_server(db, threads, cost, new_session) as server:
                 row: dict[str, Any] = {"backend": backend, "threads": threads,
                                        "scrypt_log2n": cost}
                 row["login"] = login_storm(server, p["users"], p["seconds"])
@@ -210,12 +213,14 @@ def run(backends: list[str], p: dict[str, Any], cost: int, default_cost: bool) -
     extra = []
     if default_cost:
         for threads in p["threads"]:
-            with database("sqlite") as db, chat_server(db, threads, DEFAULT_COST) as server:
+            with database("sqlite") as db, chat_server(db, threads, DEFAULT_COST,
+                                                                new_session) as server:
                 row = {"backend": "sqlite", "threads": threads, "scrypt_log2n": DEFAULT_COST,
                        "login": login_storm(server, p["users"], p["seconds"])}
             extra.append(row)
             print(format_row(row), flush=True)
     return {"machine": machine(), "params": {k: v for k, v in p.items()},
+            "servers_in_own_session": new_session,
             "rows": rows, "default_cost_logins": extra}
 
 
@@ -235,12 +240,16 @@ def main() -> None:
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
     ap.add_argument("--backends", default="sqlite,mysql", help="comma-separated")
     ap.add_argument("--messages", type=int, help="offline messages in total (default 100000)")
+    ap.add_argument("--same-session", action="store_true",
+                    help="start the servers in this process's session instead of one of "
+                         "their own (as deployed); for comparison")
     args = ap.parse_args()
     params = dict(QUICK if args.quick else FULL)
     if args.messages:
         params["messages"] = args.messages
     cost = int(os.environ.get("CHAT_SCRYPT_LOG2N", "8"))
-    summary = run(args.backends.split(","), params, cost, default_cost=not args.quick)
+    summary = run(args.backends.split(","), params, cost, default_cost=not args.quick,
+                  new_session=not args.same_session)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

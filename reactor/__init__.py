@@ -15,6 +15,7 @@ from reactor.eventloop import (
     TimerId,
     gil_enabled,
 )
+from reactor.placement import Placement
 from reactor.tcpconnection import (
     CloseCallback,
     ConnectionCallback,
@@ -38,6 +39,7 @@ __all__ = [
     "EventLoopThreadPool",
     "HighWaterMarkCallback",
     "MessageCallback",
+    "Placement",
     "TcpConnection",
     "TcpServer",
     "TimerId",

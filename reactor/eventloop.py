@@ -266,6 +266,14 @@ class EventLoop:
         """
         self._before_poll.append(cb)
 
+    def cancel_before_poll(self, cb: Callback) -> None:
+        """Withdraw ``cb``, queued by :meth:`call_before_poll` and not yet run.
+
+        Loop thread only; raises ValueError if it is not queued.
+        """
+        self.assert_in_loop_thread()
+        self._before_poll.remove(cb)
+
     def _do_before_poll(self) -> None:
         callbacks, self._before_poll = self._before_poll, []
         for cb in callbacks:

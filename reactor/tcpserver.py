@@ -9,17 +9,16 @@ When the process runs out of descriptors (EMFILE/ENFILE) it stops watching
 the listening socket and re-arms it with a timer, so the loop neither spins
 on a permanently readable socket nor loses the backlog.
 
-:class:`TcpServer` hands each accepted socket to ``pool.next_loop()`` (round
-robin) where ``connect_established`` runs. Teardown goes back through the
+:class:`TcpServer` hands each accepted socket to the loop its
+:class:`~reactor.placement.Placement` picks (round robin) where
+``connect_established`` runs. Teardown goes back through the
 server's loop as in muduo: the connection's loop calls ``_remove_connection``,
 which hops to the server loop to drop it from the map, which then queues
 ``connect_destroyed`` on the connection's loop to close the socket.
 
-A connection may later move to another loop of the pool (``talks_to``):
-the server's placer lets it join its peer's loop, or brings the peer to
-its own, as long as the loop it fills stays under ``_ROOF`` times the
-average load, so that conversations gather without piling every
-connection onto one thread.
+A connection may later move to another loop of the pool: the server's
+placement gathers connections that talk to each other (``talks_to``, see
+reactor/placement.py).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from functools import partial
 
 from reactor.eventloop import EventLoop, EventLoopThreadPool, TimerId
+from reactor.placement import Placement
 from reactor.tcpconnection import (
     ConnectionCallback,
     MessageCallback,
@@ -52,7 +52,6 @@ NewConnectionCallback = Callable[[socket.socket, tuple[str, int]], None]
 
 _LISTEN_BACKLOG = 1024
 _ACCEPTS_PER_WAKEUP = 64
-_ROOF = 1.25  # how far over the average load a move may fill a loop
 _EMFILE_PAUSE_SECONDS = 0.1
 _STOP_WAIT_SECONDS = 1.0  # how long stop() lets the loops destroy their connections
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -191,6 +190,7 @@ class TcpServer:
         self._acceptor = Acceptor(loop, listen_addr, reuse_port)
         self._acceptor.set_new_connection_callback(self._new_connection)
         self._pool = EventLoopThreadPool(loop, name)
+        self._placement = Placement(self._pool)
         self._num_threads = 0
         self._take_turns: bool | None = None
         self._connection_cb: ConnectionCallback = default_connection_callback
@@ -283,7 +283,7 @@ class TcpServer:
             return list(self._connections.values())
 
     def _new_connection(self, sock: socket.socket, peer: tuple[str, int]) -> None:
-        io_loop = self._pool.next_loop()
+        io_loop = self._placement.loop_for_new()
         serial = self._next_conn_id
         self._next_conn_id += 1
         name = f"{self.name}-{peer[0]}:{peer[1]}#{serial}"
@@ -297,21 +297,10 @@ class TcpServer:
         conn.set_message_callback(self._message_cb)
         conn.set_write_complete_callback(self._write_complete_cb)
         conn.set_close_callback(self._remove_connection)
-        conn.set_placer(self._place)
+        conn.set_placement(self._placement)
         with self._lock:
             self._connections[name] = conn
         io_loop.run_in_loop(conn.connect_established)
-
-    def _place(self, conn: TcpConnection, peer: TcpConnection) -> None:
-        # talks_to's placer, in conn's loop: the loads are racy snapshots,
-        # good enough to keep a loop from taking every conversation.
-        here, there = conn.loop, peer.loop
-        loads = {loop: loop.registered_count() for loop in self._pool.get_all_loops()}
-        roof = sum(loads.values()) / len(loads) * _ROOF + 1
-        if loads[there] < roof:
-            conn.move_to(there)
-        elif loads[here] < roof:
-            peer.move_to(here)
 
     def _remove_connection(self, conn: TcpConnection) -> None:
         # Runs in conn's loop; the map belongs to the server loop.
@@ -320,5 +309,6 @@ class TcpServer:
     def _remove_connection_in_loop(self, conn: TcpConnection) -> None:
         with self._lock:
             self._connections.pop(conn.name, None)
+        self._placement.forget(conn)
         # Queued, not run, so the close handler that got us here unwinds first.
         conn.loop.queue_in_loop(conn.connect_destroyed)

@@ -7,7 +7,7 @@ call releases the GIL for its duration. With several busy loops, each
 ``recv``, ``send`` and ``select`` is a point where the GIL may pass to another
 loop thread and back: a thread switch per syscall, which on a 2-core machine
 cost a quarter of the throughput of a 4-loop echo server and more in the chat
-ping-pong (see benchmarks/README.md).
+ping-pong (see benchmarks/HISTORY.md).
 
 A :class:`Turn` moves the hand-over from the syscall to the batch. The loops of
 a pool share one turn: a loop waits in ``select()`` without it, takes it to run

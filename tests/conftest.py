@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+
+# Before anything imports the reactor: its per-message methods check their
+# thread too, here and in every server the tests start (reactor/tcpconnection.py).
+os.environ["REACTOR_DEBUG"] = "1"
 
 import pytest
 

@@ -8,6 +8,14 @@ set); it reads the real port from its ``listening on HOST:PORT`` log line.
 `RelayProcess` runs the bare relay, ``benchmarks/relay.py`` (or another one,
 wherever ``$CHAT_REFERENCE_RELAY`` / ``--relay`` says).
 Both are context managers that stop the child with SIGTERM, then SIGKILL.
+
+Each child starts in a session of its own (``start_new_session``, what
+``setsid`` does), as a deployed server runs under a service manager or in a
+container: on Linux with scheduler autogroups a process in another session
+gets its own share of the CPU, which changes what ``-t 4`` costs (see
+benchmarks/README.md). ``new_session=False`` (``--same-session`` on the
+command lines) keeps the child in the benchmark's session, for comparison.
+A child that ignores SIGTERM is killed with its whole process group.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from argparse import ArgumentParser
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +48,14 @@ FAST_HASH_ENV = {"CHAT_SCRYPT_LOG2N": "8"}
 UNLIMITED_RATE_ENV = {"CHAT_RATE": "1e9", "CHAT_BURST": "1000000000",
                       "CHAT_REGISTER_RATE": "1e9", "CHAT_REGISTER_BURST": "1000000000",
                       "CHAT_HASH_QUEUE": "1000000"}
+
+
+def add_session_option(parser: ArgumentParser) -> None:
+    """``--same-session``: start the servers in the benchmark's session, not their own."""
+    parser.add_argument(
+        "--same-session", action="store_true",
+        help="start the servers in this process's session instead of one of their "
+             "own (as deployed); for comparison")
 
 
 def relay_path(explicit: str | None = None) -> str:
@@ -59,7 +76,8 @@ class _Child:
 
     name = "child"
 
-    def __init__(self) -> None:
+    def __init__(self, new_session: bool = True) -> None:
+        self.new_session = new_session
         self.proc: subprocess.Popen[str] | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -69,7 +87,7 @@ class _Child:
     def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})}, start_new_session=self.new_session,
         )
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -100,9 +118,20 @@ class _Child:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._kill()
                 self.proc.wait(timeout)
         return self.proc.returncode
+
+    def _kill(self) -> None:
+        assert self.proc is not None
+        if not self.new_session:
+            self.proc.kill()
+            return
+        # Not yet reaped, so its pid is still its group's id: nothing else can hold it.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def _fail(self, why: str) -> RuntimeError:
         self.stop(2.0)
@@ -118,8 +147,9 @@ class _Child:
 class ChatServerProcess(_Child):
     """``python -m chat.server -t THREADS`` on a free port over a throw-away SQLite file."""
 
-    def __init__(self, threads: int, extra: Sequence[str] = (), db: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, threads: int, extra: Sequence[str] = (), db: str | None = None,
+                 new_session: bool = True) -> None:
+        super().__init__(new_session)
         self.name = f"server -t {threads}"
         self.threads = threads
         self.extra = list(extra)
@@ -149,8 +179,8 @@ class ChatServerProcess(_Child):
 class RelayProcess(_Child):
     """The bare relay (one thread, one selectors loop, no checks) on a free port."""
 
-    def __init__(self, path: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, path: str | None = None, new_session: bool = True) -> None:
+        super().__init__(new_session)
         self.name = "reference relay"
         self.path = relay_path(path)
 

@@ -217,3 +217,23 @@ def test_before_poll_callback_of_the_last_round_runs_after_quit() -> None:
     runner.join(WAIT)
     assert ran == ["written"]
     loop.close()
+
+
+def test_a_withdrawn_before_poll_callback_does_not_run(loop_thread: EventLoop) -> None:
+    ran: list[str] = []
+    done = threading.Event()
+
+    def round_() -> None:
+        stale = lambda: ran.append("withdrawn")  # noqa: E731
+        loop_thread.call_before_poll(stale)
+        loop_thread.call_before_poll(done.set)
+        loop_thread.cancel_before_poll(stale)
+        with pytest.raises(ValueError):
+            loop_thread.cancel_before_poll(stale)  # no longer queued
+        ran.append("round")
+
+    loop_thread.queue_in_loop(round_)
+    assert done.wait(WAIT)
+    assert ran == ["round"]
+    with pytest.raises(RuntimeError):
+        loop_thread.cancel_before_poll(done.set)  # not from another thread

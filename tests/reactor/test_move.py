@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
-from reactor.tcpconnection import FOLLOW_AFTER
+from reactor.placement import FOLLOW_AFTER
 
 from .conftest import WAIT, ServerFactory, call_in_loop
 from .test_tcpserver import ConnTracker, connect, recv_exact
@@ -326,3 +326,16 @@ def test_talks_to_moves_nothing_without_a_placer() -> None:
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_a_connection_closed_in_the_middle_of_a_streak_is_forgotten(
+        make_server: ServerFactory, loop_thread: EventLoop) -> None:
+    with talkers(make_server) as t:
+        t.ping_pong(FOLLOW_AFTER - 1)
+        settle(t.first, t.second)
+        streaks = t.server._placement._streaks
+        assert set(streaks) == {t.high}  # only the higher serial end counts
+        t.b.close()
+        assert t.tracker.wait_down(1) == [t.high]
+        settle(t.high.loop, loop_thread)  # its close callback, then the server's removal
+        assert not streaks

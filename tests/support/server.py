@@ -23,15 +23,21 @@ TEST_ENV = {"CHAT_SCRYPT_LOG2N": "8", "CHAT_REGISTER_RATE": "1e9",
 
 
 class ServerProcess:
-    """A chat server child process; its log lines are kept in ``lines``."""
+    """A chat server child process; its log lines are kept in ``lines``.
+
+    With ``new_session`` it runs in a session of its own, as a deployed server
+    does (the benchmarks that use it measure it so, see benchmarks/README.md).
+    """
 
     def __init__(self, db: str, threads: int = 2, extra: Sequence[str] = (),
-                 port: int = 0, env: dict[str, str] | None = None) -> None:
+                 port: int = 0, env: dict[str, str] | None = None,
+                 new_session: bool = False) -> None:
         self.argv = [
             sys.executable, "-m", "chat.server", "-H", "127.0.0.1", "-p", str(port),
             "-t", str(threads), "--db", db, "--log-level", "INFO", *extra,
         ]
         self.env = {**os.environ, **TEST_ENV, **(env or {})}
+        self.new_session = new_session
         self.lines: list[str] = []
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -42,7 +48,7 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.proc = subprocess.Popen(
             self.argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-            env=self.env,
+            env=self.env, start_new_session=self.new_session,
         )
         threading.Thread(target=self._read_log, daemon=True).start()
         with self._lines_changed:
