@@ -23,7 +23,7 @@ STRANGER, OWNER = "127.0.0.2", "127.0.0.3"
 def fail_logins(connect, user_id: int, times: int) -> None:
     with connect() as s:
         for _ in range(times):
-            assert s.login(user_id, "wrong")["errmsg"] == "id or password is invalid!"
+            assert s.login(user_id, "wrong")["errmsg"] == "wrong user id, name or password"
         assert "too many" in s.login(user_id, "right")["errmsg"]  # this address is blocked
 
 
