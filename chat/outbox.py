@@ -111,10 +111,14 @@ class Outbox:
             self._store_live([(self.user_id, entry.payload)])  # the login ended meanwhile
         elif self.backlog:
             self._to_storage([entry])
-        elif self._full():
-            self._enter_backlog([entry])
-        else:
-            self._push(entry)
+        elif self.acking or self._queued() >= self.caps.push_limit:
+            if self._full():
+                self._enter_backlog([entry])
+            else:
+                self._push(entry)
+        else:  # the usual live message of a login without acks, inlined
+            self.inflight.append(entry)
+            self._send(entry.payload + self._terminator)
 
     def kick(self) -> None:
         """Storage gained messages for the user: bring them out, before new ones."""
@@ -149,8 +153,11 @@ class Outbox:
             self._receipts(self.user_id, receipts)
         self._refill()
 
-    def on_written(self) -> None:
-        """The connection's output drained: a login without acks has its messages."""
+    def on_written(self, _conn: object = None) -> None:
+        """The connection's output drained: a login without acks has its messages.
+
+        Takes (and ignores) the connection, to be a write-complete callback.
+        """
         if self.acking or not self.inflight:
             return
         rows = [e.row for e in self.inflight if e.row]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from functools import partial
 
 import orjson
 
@@ -169,16 +170,17 @@ class Router:
 
     def _hand_over(self, conn: Connection, user_id: int, entry: Entry) -> None:
         """Give ``entry`` to the outbox of ``user_id`` on ``conn``, in its loop thread."""
-        session: Session = conn.context
+        if conn.owned_here():  # a conversation gathered in one loop: no hop, no closure
+            self._into_outbox(conn, user_id, entry)
+        else:
+            conn.run(partial(self._into_outbox, conn, user_id, entry))
 
-        def in_loop() -> None:
-            outbox = session.outbox
-            if outbox is not None and outbox.user_id == user_id:
-                outbox.deliver(entry)  # stores it if that login ended meanwhile
-            else:
-                self.store_offline([(user_id, entry.payload)])  # another login by now
-
-        conn.run(in_loop)
+    def _into_outbox(self, conn: Connection, user_id: int, entry: Entry) -> None:
+        outbox = conn.context.outbox
+        if outbox is not None and outbox.user_id == user_id:
+            outbox.deliver(entry)  # stores it if that login ended meanwhile
+        else:
+            self.store_offline([(user_id, entry.payload)])  # another login by now
 
     def store_offline(self, items: list[tuple[int, bytes]]) -> None:
         dropped = self.store.store_offline_many(

@@ -71,6 +71,8 @@ class ChatService:
         self.router = Router(store, bus, self.limits.max_offline, self.limits.max_offline_bytes,
                              self.warnings)
         self.mids = MidGenerator(MIGRATION_NODE)  # until start() claims this server's node
+        self._max_msg_len = self.limits.max_msg_len  # read on every chat message
+        self._max_frame = self.limits.max_frame
         self._mids_recorded = 0
         self.presence = Presence(store, bus, self.router, server_id)
         # Keyed by (account, address): a stranger's failures never lock the owner out.
@@ -381,7 +383,7 @@ class ChatService:
             self._drop_session(conn, session)
             raise
         if not acking:  # what the ack carries is confirmed once it is written
-            conn.set_write_complete_callback(lambda _conn: outbox.on_written())
+            conn.set_write_complete_callback(outbox.on_written)
         self._reply(conn, session, msg, ack)
         outbox.start_backlog(stored)
 
@@ -534,8 +536,8 @@ class ChatService:
         text = msg.get("msg")
         if not isinstance(text, str):
             raise BadField("field 'msg' must be a string")
-        if len(text) > self.limits.max_msg_len:
-            raise BadField(f"field 'msg' must be at most {self.limits.max_msg_len} characters")
+        if len(text) > self._max_msg_len:
+            raise BadField(f"field 'msg' must be at most {self._max_msg_len} characters")
         sent_at = msg.get("time")
         if sent_at is not None and (not isinstance(sent_at, str) or len(sent_at) > MAX_TIME_LEN):
             raise BadField(f"field 'time' must be a string of at most {MAX_TIME_LEN} characters")
@@ -555,8 +557,8 @@ class ChatService:
                 "msgid": _ONE_CHAT_MSG, "id": session.user_id, "name": session.name,
                 "to": to, "msg": text, "time": sent_at or _now(), "mid": mid,
             })
-        if len(payload) > self.limits.max_frame:
-            raise BadField(f"the message is over {self.limits.max_frame} bytes as forwarded")
+        if len(payload) > self._max_frame:
+            raise BadField(f"the message is over {self._max_frame} bytes as forwarded")
         entry = Entry(mid, session.user_id, _ONE_CHAT_MSG, payload)  # type: ignore[arg-type]
         if self.router.send_live(to, entry, conn):
             state = "delivered"

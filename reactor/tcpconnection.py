@@ -362,6 +362,10 @@ class TcpConnection:
         else:
             self.post(cb)
 
+    def owned_here(self) -> bool:
+        """Whether the calling thread owns the connection now. Safe from any thread."""
+        return self._registered_in == threading.get_ident()
+
     def queued_bytes(self) -> int:
         """Bytes handed to ``send`` and not yet taken by the kernel. Owner's thread."""
         return self.output_buffer.readable_bytes()

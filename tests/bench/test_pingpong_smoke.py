@@ -95,6 +95,9 @@ def test_online_one_to_one_chat_touches_no_store() -> None:
         def run(self, cb: Callable[[], None]) -> None:
             cb()
 
+        def owned_here(self) -> bool:
+            return True
+
         def queued_bytes(self) -> int:
             return 0
 
