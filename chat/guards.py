@@ -32,6 +32,7 @@ from functools import partial
 
 import orjson
 
+from chat import metrics
 from chat.limits import Limits
 from chat.protocol import Errno, error_reply
 from chat.service import ChatService
@@ -69,8 +70,9 @@ class ConnectionGuard:
             if not full:
                 self._count += 1
         if full:
+            metrics.CONNECTIONS_REFUSED.labels("limit").inc()
             log.warning("%s refused: %d connections already", conn.name,
-                        self.limits.max_connections)
+                        self.limits.max_connections, extra={"connection": conn.name})
             self._warn_and_close(conn, Errno.SERVER_ERROR, "server is full, try again later")
             return False
         conn.set_high_water_mark_callback(self.on_backlog, self.limits.high_water_mark)
@@ -98,10 +100,13 @@ class ConnectionGuard:
                   and now - session.backlogged_since > self.limits.slow_grace):
                 session.post(partial(self._judge_backlog, conn))
             elif now - session.last_seen > self.limits.idle_timeout:
-                log.info("%s idle for %gs, closing", conn.name, self.limits.idle_timeout)
+                metrics.CONNECTIONS_DROPPED.labels("idle").inc()
+                log.info("%s idle for %gs, closing", conn.name, self.limits.idle_timeout,
+                         extra={"connection": conn.name, "user": session.user_id})
                 self._warn_and_close(conn, Errno.BAD_REQUEST, "idle for too long; send a "
                                      "keep-alive (an empty line) to stay connected")
             elif session.user_id is None and now - session.opened > self.limits.login_timeout:
+                metrics.CONNECTIONS_DROPPED.labels("login_timeout").inc()
                 self._warn_and_close(conn, Errno.NOT_LOGGED_IN, "log in within "
                                      f"{self.limits.login_timeout:g} seconds of connecting")
 
@@ -153,8 +158,10 @@ class ConnectionGuard:
         session.closing_since = time.monotonic()
         user_id = session.user_id
         undelivered = self.service.router.salvage(session, conn.output_buffer.retrieve_all())
+        metrics.CONNECTIONS_DROPPED.labels("slow_reader").inc()
         log.warning("%s: %d bytes queued and not read, dropping it; %d message(s) kept "
-                    "offline", conn.name, queued, len(undelivered))
+                    "offline", conn.name, queued, len(undelivered),
+                    extra={"connection": conn.name, "user": user_id})
         self.service.on_disconnect(conn, session)
         if user_id is not None and undelivered:
             try:

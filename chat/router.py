@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 import orjson
 
+from chat import metrics
 from chat.bus import Bus
 from chat.protocol import MsgId
 from chat.session import Connection, Session
@@ -108,24 +109,39 @@ class Router:
             conn.send(payload + conn.context.terminator)
             if sender is not None:
                 sender.talks_to(conn)
+                metrics.delivered_live("one", sender.context.last_seen)
             return True
-        return self.bus.publish(user_id, payload)
+        if self.bus.publish(user_id, payload):
+            metrics.DELIVERED.inc("bus")
+            return True
+        return False
 
-    def send_live_many(self, user_ids: Iterable[int], payload: bytes) -> list[int]:
-        """``send_live`` to each user, the online map locked once; returns who was not reached."""
+    def send_live_many(self, user_ids: Iterable[int], payload: bytes,
+                       read_at: float | None = None) -> list[int]:
+        """``send_live`` to each user, the online map locked once; returns who was not reached.
+
+        ``read_at`` is when the request was read (``time.monotonic``), for the metrics.
+        """
         with self._lock:
             conns = [(uid, self._online.get(uid)) for uid in user_ids]
         elsewhere = []
         for user_id, conn in conns:
             if conn is not None:
                 conn.send(payload + conn.context.terminator)
+                if read_at is not None:
+                    metrics.delivered_live("group", read_at)
             else:
                 elsewhere.append(user_id)
-        return self.bus.publish_many(elsewhere, payload) if elsewhere else []
+        if not elsewhere:
+            return []
+        missed = self.bus.publish_many(elsewhere, payload)
+        metrics.DELIVERED.inc("bus", len(elsewhere) - len(missed))
+        return missed
 
     def store_offline(self, items: list[tuple[int, bytes]]) -> None:
         dropped = self.store.store_offline_many(
             [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline)
+        metrics.DELIVERED.inc("stored", len(items))
         for user_id, count in dropped.items():
             log.warning("user %d has over %d offline messages: dropped the %d oldest",
                         user_id, self.max_offline, count)
@@ -161,6 +177,7 @@ class Router:
             frames = [text.encode() for _, text in rows]
             self.delete_when_written(conn, session, user_id, rows[-1][0], frames)
             conn.send(b"".join(frame + session.terminator for frame in frames))
+            metrics.BACKLOG_DELIVERED.inc(len(frames))
 
     def delete_when_written(
         self, conn: Connection, session: Session, user_id: int, up_to_id: int,
@@ -218,6 +235,7 @@ class Router:
         conn = self.connection(user_id)
         if conn is not None:
             conn.send(payload + conn.context.terminator)
+            metrics.DELIVERED.inc("from_bus")
             return
         try:
             self.store_offline([(user_id, payload)])

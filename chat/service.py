@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
+from chat import metrics
 from chat.bus import Bus
 from chat.limits import FailureThrottle, Limits
 from chat.presence import Presence
@@ -91,15 +92,19 @@ class ChatService:
                 self.handle(conn, session, item)
                 continue
             assert isinstance(item, FrameError)
+            metrics.request_failed(None, item.errno)
             self._reply_error(conn, session, item.errno, item.errmsg, None)
             if item.fatal:
-                log.info("%s: %s, closing", conn.name, item.errmsg)
+                metrics.CONNECTIONS_DROPPED.labels("frame_too_large").inc()
+                log.info("%s: %s, closing", conn.name, item.errmsg,
+                         extra={"connection": conn.name, "errno": int(item.errno)})
                 conn.force_close() if session.legacy else conn.shutdown()
                 return
 
     def handle(self, conn: Connection, session: Session, msg: Message) -> None:
         msgid = msg.get("msgid")
         handler = self._handlers.get(msgid) if type(msgid) is int else None
+        metrics.REQUESTS.inc(msgid if handler is not None else None)
         try:
             if session.bucket is not None:
                 if session.bucket.take(session.last_seen):
@@ -119,20 +124,24 @@ class ChatService:
         except BadField as exc:
             self._fail(conn, session, msg, Errno.BAD_REQUEST, str(exc))
         except StoreUnavailable as exc:
-            log.warning("%s: msgid %s failed, storage unavailable: %s", conn.name, msgid, exc)
+            log.warning("%s: msgid %s failed, storage unavailable: %s", conn.name, msgid, exc,
+                        extra=_context(conn, session, msgid, Errno.SERVER_ERROR))
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
         except Exception:
-            log.exception("%s: bug while handling msgid %r", conn.name, msgid)
+            log.exception("%s: bug while handling msgid %r", conn.name, msgid,
+                          extra=_context(conn, session, msgid, Errno.SERVER_ERROR))
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "internal server error")
 
     def _over_rate(self, conn: Connection, session: Session) -> None:
         """Refuse a request over the rate; a client that keeps on is cut off."""
         session.refused += 1
         if session.refused == 1:
-            log.info("%s: over %g requests/s, refusing", conn.name, self.limits.rate)
+            log.info("%s: over %g requests/s, refusing", conn.name, self.limits.rate,
+                     extra=_context(conn, session))
         if session.refused > self.limits.burst:
             log.warning("%s: still flooding after %d refusals, closing", conn.name,
-                        session.refused)
+                        session.refused, extra=_context(conn, session))
+            metrics.CONNECTIONS_DROPPED.labels("flood").inc()
             conn.shutdown()
         raise RequestFailed(Errno.SERVER_ERROR, "too many requests, slow down")
 
@@ -152,6 +161,7 @@ class ChatService:
         self, conn: Connection, session: Session, request: Message, errno: Errno, errmsg: str
     ) -> None:
         msgid = request.get("msgid")
+        metrics.request_failed(msgid, errno)
         ack = ACKED_REQUESTS.get(msgid) if type(msgid) is int else None
         if ack is None:
             self._reply_error(conn, session, errno, errmsg, request)
@@ -207,6 +217,7 @@ class ChatService:
         if last_offline is not None:
             self.router.delete_when_written(conn, session, user.id, last_offline)
         self._reply(conn, session, msg, ack)
+        metrics.BACKLOG_DELIVERED.inc(len(ack["offlinemsg"]))
 
     def _login_ack(self, user_id: int, name: str) -> tuple[Message, int | None]:
         rows = self.store.fetch_offline(user_id)
@@ -346,7 +357,7 @@ class ChatService:
             "groupid": group_id, "msg": text, "time": sent_at,
         })
         others = (member for member in members if member != session.user_id)
-        offline = self.router.send_live_many(others, payload)
+        offline = self.router.send_live_many(others, payload, session.last_seen)
         if offline:
             self.router.store_offline([(member, payload) for member in offline])
         if "seq" in msg:
@@ -371,6 +382,14 @@ class ChatService:
 
 # Hot-path constants: fetching an enum member costs ~150 ns on Python 3.11.
 _ONE_CHAT_MSG = int(MsgId.ONE_CHAT_MSG)
+
+
+def _context(conn: Connection, session: Session, msgid: object = None,
+             errno: Errno | None = None) -> dict[str, object]:
+    """The ``extra=`` of a log line about a request (see chat/logs.py)."""
+    return {"connection": conn.name, "user": session.user_id,
+            "msgid": msgid if type(msgid) is int else None,
+            "errno": int(errno) if errno is not None else None}
 
 
 def _host(conn: Connection) -> str:

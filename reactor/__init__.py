@@ -12,6 +12,7 @@ from reactor.eventloop import (
     EventLoop,
     EventLoopThread,
     EventLoopThreadPool,
+    RoundObserver,
     TimerId,
     gil_enabled,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "EventLoopThreadPool",
     "HighWaterMarkCallback",
     "MessageCallback",
+    "RoundObserver",
     "TcpConnection",
     "TcpServer",
     "TimerId",

@@ -246,3 +246,9 @@ class Store:
     def offline_count(self, user_id: int) -> int:
         rows = self._read("SELECT COUNT(*) FROM offlinemessage WHERE userid = ?", (user_id,))
         return int(rows[0][0])
+
+    # -- health ----------------------------------------------------------------
+
+    def ping(self) -> None:
+        """One cheap round trip to the database (health checks); may raise StoreUnavailable."""
+        self._read("SELECT 1", ())
