@@ -51,8 +51,9 @@ class Phase(Enum):
 class Monitor:
     """Serves the metrics port.  Every public method is safe from any thread."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, cache: float = HEALTH_CACHE) -> None:
         self.phase = Phase.STARTING
+        self._cache = cache
         self._checks: list[tuple[str, Check]] = []
         self._lock = threading.Lock()
         self._result: tuple[float, list[str]] | None = None  # (monotonic time, failures)
@@ -88,7 +89,7 @@ class Monitor:
     def failures(self) -> list[str]:
         """Why the process is unhealthy, one reason per failed check; [] when healthy."""
         with self._lock:
-            if self._result is not None and time.monotonic() - self._result[0] < HEALTH_CACHE:
+            if self._result is not None and time.monotonic() - self._result[0] < self._cache:
                 return self._result[1]
             if self._running is None:
                 self._running = self._worker.submit(self._run_checks)
