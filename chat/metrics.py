@@ -60,26 +60,27 @@ EVENTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # -- lock-free per-thread metrics ------------------------------------------------
 
 class _Shards:
-    """One object per thread, registered once so a scrape can read all of them."""
+    """One dict per thread in ``local.shard``, registered so a scrape can read them all.
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._local = threading.local()
+    Hot callers read ``local.shard`` themselves and call :meth:`new` only
+    when it is missing: a method call more per update would double its cost.
+    """
+
+    def __init__(self) -> None:
+        self.local = threading.local()
         self._lock = threading.Lock()
-        self.all: list[Any] = []
+        self._all: list[dict[Any, Any]] = []
 
-    def mine(self) -> Any:
-        try:
-            return self._local.shard
-        except AttributeError:
-            shard = self._local.shard = self._factory()
-            with self._lock:
-                self.all.append(shard)  # kept after the thread ends: counters never go back
-            return shard
-
-    def snapshot(self) -> list[Any]:
+    def new(self) -> dict[Any, Any]:
+        shard: dict[Any, Any] = {}
+        self.local.shard = shard
         with self._lock:
-            return list(self.all)
+            self._all.append(shard)  # kept after the thread ends: counters never go back
+        return shard
+
+    def snapshot(self) -> list[dict[Any, Any]]:
+        with self._lock:
+            return list(self._all)
 
 
 class ThreadCounter:
@@ -90,18 +91,24 @@ class ThreadCounter:
     """
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
-                 labels_of: Callable[[Any], tuple[str, ...]]) -> None:
+                 labels_of: Callable[[Any], tuple[str, ...]],
+                 also: Callable[[], dict[Hashable, int]] | None = None) -> None:
         self.name, self.documentation = name, documentation
         self.labelnames, self.labels_of = labelnames, labels_of
-        self._shards = _Shards(dict)
+        self._also = also  # counts kept elsewhere, added at scrape time
+        self._shards = _Shards()
+        self._local = self._shards.local
 
     def inc(self, key: Hashable, amount: int = 1) -> None:
         """Count ``amount`` for ``key``. Safe from any thread."""
-        shard = self._shards.mine()
+        try:
+            shard = self._local.shard
+        except AttributeError:
+            shard = self._shards.new()
         shard[key] = shard.get(key, 0) + amount
 
     def totals(self) -> dict[Hashable, int]:
-        out: dict[Hashable, int] = {}
+        out: dict[Hashable, int] = dict(self._also()) if self._also is not None else {}
         for shard in self._shards.snapshot():
             for key, n in shard.copy().items():  # dict.copy holds the GIL throughout
                 out[key] = out.get(key, 0) + n
@@ -154,15 +161,28 @@ class ThreadHistogram:
                  bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.name, self.documentation, self.labelname = name, documentation, labelname
         self.bounds = bounds
-        self._shards = _Shards(dict)
+        self._shards = _Shards()
+        self.local = self._shards.local  # ``local.shard``: label -> this thread's LocalHistogram
 
     def observe(self, label: str, value: float) -> None:
         """Safe from any thread."""
-        shard = self._shards.mine()
+        self.histogram(label).observe(value)
+
+    def histogram(self, label: str) -> LocalHistogram:
+        """This thread's histogram of ``label``."""
+        try:
+            shard = self.local.shard
+        except AttributeError:
+            shard = self._shards.new()
         hist = shard.get(label)
         if hist is None:
             hist = shard[label] = LocalHistogram(self.bounds)
-        hist.observe(value)
+        return hist  # type: ignore[no-any-return]
+
+    def count(self) -> int:
+        """Observations over every label and thread."""
+        return sum(sum(list(h.counts)) for shard in self._shards.snapshot()
+                   for h in shard.copy().values())
 
     def collect(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.labelname])
@@ -188,8 +208,14 @@ class LoopStats:
         self.busy = 0.0
 
     def __call__(self, events: int, lag: float, busy: float) -> None:
-        self.events.observe(events)
-        self.lag.observe(lag)
+        # LocalHistogram.observe inlined: called once per round, measured at 0.56 µs
+        # with the two calls and 0.3 µs without.
+        hist = self.events
+        hist.counts[bisect_left(EVENTS_BUCKETS, events)] += 1
+        hist.sum += events
+        hist = self.lag
+        hist.counts[bisect_left(LATENCY_BUCKETS, lag)] += 1
+        hist.sum += lag
         self.busy += busy
 
 
@@ -235,17 +261,18 @@ REQUESTS = ThreadCounter("chat_requests", "Requests received, by msgid",
                          ("msgid",), _msgid_label)
 REQUEST_ERRORS = Counter("chat_request_errors", "Requests refused, by msgid and errno",
                          ["msgid", "errno"])
-DELIVERED = ThreadCounter(
-    "chat_messages_delivered",
-    "Chat messages handed on, by path: live (a connection here), bus (another server "
-    "took it), from_bus (another server's message to a connection here), stored (offline)",
-    ("path",), lambda path: (path,))
-BACKLOG_DELIVERED = Counter("chat_backlog_delivered",
-                            "Stored offline messages sent at login or on a flush")
 DELIVERY_LATENCY = ThreadHistogram(
     "chat_delivery_latency_seconds",
     "From the read of the sender's frame to the recipient's bytes handed to its connection",
     "kind")
+DELIVERED = ThreadCounter(
+    "chat_messages_delivered",
+    "Chat messages handed on, by path: live (a connection here), bus (another server "
+    "took it), from_bus (another server's message to a connection here), stored (offline)",
+    ("path",), lambda path: (path,),
+    also=lambda: {"live": DELIVERY_LATENCY.count()})  # each live delivery is timed
+BACKLOG_DELIVERED = Counter("chat_backlog_delivered",
+                            "Stored offline messages sent at login or on a flush")
 CONNECTIONS_REFUSED = Counter("chat_connections_refused",
                               "Connections refused at accept, by reason", ["reason"])
 CONNECTIONS_DROPPED = Counter("chat_connections_dropped",
@@ -303,10 +330,23 @@ for _collector in (_ThreadMetrics(), _loops, _connections):
 
 # -- one-line helpers for the hot spots ------------------------------------------
 
+_delivery_local = DELIVERY_LATENCY.local
+_monotonic = time.monotonic
+
+
 def delivered_live(kind: str, read_at: float) -> None:
-    """A chat message read at ``read_at`` (monotonic) was handed to a connection here."""
-    DELIVERY_LATENCY.observe(kind, time.monotonic() - read_at)
-    DELIVERED.inc("live")
+    """A chat message read at ``read_at`` (monotonic) was handed to a connection here.
+
+    Counted as ``chat_messages_delivered_total{path="live"}`` through the
+    latency histogram's count.  The per-message hot spot: its calls inlined.
+    """
+    latency = _monotonic() - read_at
+    try:
+        hist = _delivery_local.shard[kind]
+    except (AttributeError, KeyError):
+        hist = DELIVERY_LATENCY.histogram(kind)
+    hist.counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+    hist.sum += latency
 
 
 def store_operation() -> str:
