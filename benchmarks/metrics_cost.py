@@ -1,0 +1,130 @@
+"""What metrics cost: chat ping-pong against a server without and with ``--metrics-port``.
+
+Both servers are started as deployed, each in a session of its own
+(``setsid``), from the same build, over a throw-away SQLite file each; the
+one with metrics is scraped every ``--scrape-every`` seconds for the whole
+run (Prometheus scrapes every 15 s by default: once a second is the
+pessimistic case).  ``benchmarks/pingpong.py`` drives both in turn,
+``--rounds`` times interleaved, and reports server CPU per message from
+``/proc``; the figure here is the ratio of the two medians.
+
+Without ``--metrics-port`` the per-message counters are still kept (they
+are plain per-thread dicts; only the loop observer and the HTTP thread are
+off), so ``--baseline DIR`` adds a third server run from DIR, a tree of the
+code before any instrumentation (``git archive <commit> | tar -x -C DIR``):
+the whole cost is "on" against that one.
+
+    .venv/bin/python benchmarks/metrics_cost.py [--threads 1] [--rounds 3] [--seconds 4]
+        [--baseline DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import pingpong  # noqa: E402
+from driver.servers import FAST_HASH_ENV, UNLIMITED_RATE_ENV  # noqa: E402
+
+LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+METRICS = re.compile(r"metrics on http://[\d.]+:(\d+)/metrics")
+
+
+class Server:
+    """``python -m chat.server`` in its own session; ports read from its log."""
+
+    def __init__(self, threads: int, metrics: bool, cwd: str | None = None) -> None:
+        self.dir = tempfile.mkdtemp(prefix="chat-metrics-cost-")
+        argv = [sys.executable, "-m", "chat.server", "-H", "127.0.0.1", "-p", "0",
+                "-t", str(threads), "--db", f"sqlite:///{self.dir}/chat.db"]
+        if metrics:
+            argv += ["--metrics-port", "0"]
+        env = {**os.environ, **UNLIMITED_RATE_ENV, **FAST_HASH_ENV}
+        if cwd is not None:  # that tree's chat package, not the installed one
+            env["PYTHONPATH"] = os.path.abspath(cwd)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                                     start_new_session=True)
+        self.port = self.metrics_port = 0
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if m := METRICS.search(line):
+                self.metrics_port = int(m.group(1))
+            if m := LISTENING.search(line):
+                self.port = int(m.group(1))
+                break
+        if not self.port:
+            raise SystemExit(f"server did not start: {line}")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep it drained
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}@{self.proc.pid}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+def scrape_until(port: int, every: float, stop: threading.Event, counts: list[int]) -> None:
+    while not stop.wait(every):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            reply.read()
+        counts[0] += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=1, help="the servers' -t (default 1)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--seconds", type=float, default=4.0, help="measuring window per round")
+    p.add_argument("--pairs", type=int, default=100, help="user pairs (default 100)")
+    p.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
+    p.add_argument("--baseline", metavar="DIR", help="also drive the server of this tree")
+    args = p.parse_args(argv)
+    servers = {"metrics off": Server(args.threads, False), "metrics on": Server(args.threads, True)}
+    if args.baseline:
+        servers["baseline"] = Server(args.threads, False, args.baseline)
+    on = servers["metrics on"]
+    stop, scrapes = threading.Event(), [0]
+    scraper = threading.Thread(target=scrape_until,
+                               args=(on.metrics_port, args.scrape_every, stop, scrapes))
+    scraper.start()
+    try:
+        summary: dict[str, Any] = pingpong.run(pingpong.parse_args([
+            "--targets", ",".join(s.target for s in servers.values()),
+            "--rounds", str(args.rounds), "--seconds", str(args.seconds),
+            "--pairs", str(args.pairs)]))
+    finally:
+        stop.set()
+        scraper.join()
+        for server in servers.values():
+            server.stop()
+    rows = dict(zip(servers, summary["results"], strict=True))
+    print(f"-t {args.threads}, {args.pairs} pairs, {args.rounds} rounds of {args.seconds:g} s, "
+          f"{scrapes[0]} scrapes, load average at the end {os.getloadavg()[0]:.1f}")
+    for name, row in rows.items():
+        print(f"  {name:<12} {row['msgs_per_s']:>9,.0f} msg/s  server CPU "
+              f"{row['server_cpu_us_per_msg']:.2f} us/msg  rounds {row['rounds_msgs_per_s']}")
+    on_cpu = rows["metrics on"]["server_cpu_us_per_msg"]
+    for name in ("metrics off", "baseline"):
+        if name in rows:
+            ratio = on_cpu / rows[name]["server_cpu_us_per_msg"]
+            print(f"  server CPU per message, on vs {name}: {ratio:.3f}x "
+                  f"({(ratio - 1) * 100:+.1f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
