@@ -286,7 +286,8 @@ DB_POOL_WAIT = Histogram("chat_db_pool_wait_seconds",
 REDIS_PUBLISH = Histogram("chat_redis_publish_seconds",
                           "Redis PUBLISH round trips (a pipeline counts once)",
                           buckets=LATENCY_BUCKETS)
-REDIS_UP = Gauge("chat_redis_up", "1 while the Redis subscriber is connected (0 without Redis)")
+# Registered by watch_redis only: a server without Redis has no such series.
+REDIS_UP = Gauge("chat_redis_up", "1 while the Redis subscriber is connected", registry=None)
 USERS_ONLINE = Gauge("chat_users_online", "Users logged in on this server")
 
 ConnectionCounts = Callable[[], dict[tuple[str, str], int]]
@@ -317,6 +318,12 @@ class _ThreadMetrics(Collector):
 
 
 _connections = _ConnectionCollector()
+
+
+def watch_redis(connected: Callable[[], bool]) -> None:
+    """Export ``chat_redis_up`` from ``connected()``, read at each scrape."""
+    REDIS_UP.set_function(lambda: 1 if connected() else 0)
+    REGISTRY.register(REDIS_UP)
 
 
 def count_connections(source: ConnectionCounts) -> None:

@@ -125,7 +125,7 @@ class ChatServer:
         metrics.count_connections(self._connection_counts)
         if connected := getattr(bus, "wait_connected", None):  # RedisBus, not LocalBus
             monitor.add_check("redis", lambda: None if connected(0) else "not connected")
-            metrics.REDIS_UP.set_function(lambda: 1 if connected(0) else 0)
+            metrics.watch_redis(lambda: connected(0))
 
     def _connection_counts(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}

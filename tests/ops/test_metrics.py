@@ -88,6 +88,7 @@ def test_counters_and_histograms_follow_a_conversation(server: ServerProcess) ->
         _delta(after, before, "chat_loop_busy_seconds_total", loop="io1") > 0
     assert value(after, "process_resident_memory_bytes") > 0
     assert value(after, "process_open_fds") > 0
+    assert ("chat_redis_up", frozenset()) not in after  # no Redis configured, no series
 
 
 def test_connections_refused_at_the_limit_are_counted(tmp_path: Path) -> None:
