@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import timeit
 import urllib.request
 from typing import Any
 
@@ -84,6 +86,40 @@ def scrape_until(port: int, every: float, stop: threading.Event, counts: list[in
         counts[0] += 1
 
 
+def micro_costs(repeat: int = 5, number: int = 200_000) -> dict[str, float]:
+    """Microseconds per call of what the server adds per message and per loop batch
+    (the best of ``repeat`` runs: the least disturbed by other processes)."""
+    from chat import metrics
+    from reactor import EventLoop
+
+    read_at = time.monotonic()
+    stats = metrics.loop_observer("bench")
+    loop = EventLoop()
+    loop.set_round_observer(stats)
+    calls = {
+        "request counted": lambda: metrics.REQUESTS.inc(5),
+        "live delivery timed": lambda: metrics.delivered_live("one", read_at),
+        "empty batch, no observer": lambda: loop._dispatch([]),
+        "empty batch, observed": lambda: loop._dispatch_observed([]),
+    }
+    empty = min(timeit.repeat(lambda: None, repeat=repeat, number=number))
+    out = {name: (min(timeit.repeat(fn, repeat=repeat, number=number)) - empty) / number * 1e6
+           for name, fn in calls.items()}
+    loop.close()
+    return out
+
+
+def events_per_batch(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    total = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for kind in total:
+            if line.startswith(f"chat_loop_ready_events_{kind}{{") and 'loop="main"' not in line:
+                total[kind] += float(line.rsplit(" ", 1)[1])
+    return total["sum"] / total["count"] if total["count"] else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1, help="the servers' -t (default 1)")
@@ -106,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "--targets", ",".join(s.target for s in servers.values()),
             "--rounds", str(args.rounds), "--seconds", str(args.seconds),
             "--pairs", str(args.pairs)]))
+        batch = events_per_batch(on.metrics_port)
     finally:
         stop.set()
         scraper.join()
@@ -123,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             ratio = on_cpu / rows[name]["server_cpu_us_per_msg"]
             print(f"  server CPU per message, on vs {name}: {ratio:.3f}x "
                   f"({(ratio - 1) * 100:+.1f}%)")
+    micro = micro_costs()
+    for name, us in micro.items():
+        print(f"  {name:<26} {us:.3f} us")
+    observer = micro["empty batch, observed"] - micro["empty batch, no observer"]
+    added = micro["request counted"] + micro["live delivery timed"] + observer / max(batch, 1)
+    print(f"  {batch:.1f} ready events per batch: {added:.2f} us added per message, "
+          f"{added / on_cpu * 100:.1f}% of the {on_cpu:.1f} us the server spent")
     return 0
 
 
