@@ -74,7 +74,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         limits.add_argument("--" + f.name.replace("_", "-"), type=kind,
                             default=kind(env(f"CHAT_{name}", default)),
                             help=f"{f.metadata['help']} (CHAT_{name}, default {default})")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.log_format not in ("text", "json"):  # argparse checks choices, not defaults
+        p.error(f"CHAT_LOG_FORMAT must be text or json, not {args.log_format!r}")
+    return args
 
 
 def _int_or_none(value: str | None) -> int | None:
