@@ -102,10 +102,11 @@ class ThreadCounter:
     def inc(self, key: Hashable, amount: int = 1) -> None:
         """Count ``amount`` for ``key``. Safe from any thread."""
         try:
-            shard = self._local.shard
+            self._local.shard[key] += amount
         except AttributeError:
-            shard = self._shards.new()
-        shard[key] = shard.get(key, 0) + amount
+            self._shards.new()[key] = amount
+        except KeyError:
+            self._local.shard[key] = amount
 
     def totals(self) -> dict[Hashable, int]:
         out: dict[Hashable, int] = dict(self._also()) if self._also is not None else {}
