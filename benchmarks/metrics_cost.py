@@ -86,7 +86,7 @@ def scrape_until(port: int, every: float, stop: threading.Event, counts: list[in
         counts[0] += 1
 
 
-def micro_costs(repeat: int = 5, number: int = 200_000) -> dict[str, float]:
+def micro_costs(repeat: int = 15, number: int = 100_000) -> dict[str, float]:
     """Microseconds per call of what the server adds per message and per loop batch
     (the best of ``repeat`` runs: the least disturbed by other processes)."""
     from chat import metrics
