@@ -128,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=100, help="user pairs (default 100)")
     p.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
     p.add_argument("--baseline", metavar="DIR", help="also drive the server of this tree")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny run that proves the script works: 1 round of 0.5 s, 4 pairs")
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.pairs, args.scrape_every = 1, 0.5, 4, 0.2
     servers = {"metrics off": Server(args.threads, False), "metrics on": Server(args.threads, True)}
     if args.baseline:
         servers["baseline"] = Server(args.threads, False, args.baseline)
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         summary: dict[str, Any] = pingpong.run(pingpong.parse_args([
             "--targets", ",".join(s.target for s in servers.values()),
             "--rounds", str(args.rounds), "--seconds", str(args.seconds),
-            "--pairs", str(args.pairs)]))
+            "--pairs", str(args.pairs), *(["--warmup", "0.3"] if args.quick else [])]))
         batch = events_per_batch(on.metrics_port)
     finally:
         stop.set()
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio = on_cpu / rows[name]["server_cpu_us_per_msg"]
             print(f"  server CPU per message, on vs {name}: {ratio:.3f}x "
                   f"({(ratio - 1) * 100:+.1f}%)")
-    micro = micro_costs()
+    micro = micro_costs(1, 1000) if args.quick else micro_costs()
     for name, us in micro.items():
         print(f"  {name:<26} {us:.3f} us")
     observer = micro["empty batch, observed"] - micro["empty batch, no observer"]

@@ -139,9 +139,10 @@ class ChatService:
             log.info("%s: over %g requests/s, refusing", conn.name, self.limits.rate,
                      extra=_context(conn, session))
         if session.refused > self.limits.burst:
-            log.warning("%s: still flooding after %d refusals, closing", conn.name,
-                        session.refused, extra=_context(conn, session))
-            metrics.CONNECTIONS_DROPPED.labels("flood").inc()
+            if session.refused == self.limits.burst + 1:  # the rest of its read: once
+                log.warning("%s: still flooding after %d refusals, closing", conn.name,
+                            session.refused, extra=_context(conn, session))
+                metrics.CONNECTIONS_DROPPED.labels("flood").inc()
             conn.shutdown()
         raise RequestFailed(Errno.SERVER_ERROR, "too many requests, slow down")
 

@@ -104,3 +104,25 @@ def test_connections_refused_at_the_limit_are_counted(tmp_path: Path) -> None:
         assert value(samples, "chat_connections_open", transport="tcp", dialect="modern") == 1
     finally:
         proc.kill()
+
+
+def test_connections_dropped_are_counted_by_reason(tmp_path: Path) -> None:
+    proc = ServerProcess(f"sqlite:///{tmp_path / 'chat.db'}", threads=1, extra=[
+        "--metrics-port", "0", "--login-timeout", "0.3", "--rate", "1", "--burst", "2",
+        "--max-frame", "100"]).start()
+    try:
+        port = metrics_port(proc)
+        with proc.connect() as lazy:  # never logs in
+            assert lazy.closed_by_server(timeout=10)
+        with proc.connect() as flooder:  # over the rate until cut off
+            flooder.send_raw(b'{"msgid": 99}\n' * 10)
+            assert flooder.closed_by_server(timeout=10)
+        with proc.connect() as big:
+            big.send_raw(b'{"msgid": 3, "name": "' + b"x" * 200 + b'"}\n')
+            assert big.closed_by_server(timeout=10)
+        samples = scrape(port)
+        for reason in ("login_timeout", "flood", "frame_too_large"):
+            assert value(samples, "chat_connections_dropped_total", reason=reason) == 1, reason
+        assert value(samples, "chat_request_errors_total", msgid="unknown", errno="7") == 1
+    finally:
+        proc.kill()
