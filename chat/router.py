@@ -110,6 +110,8 @@ class Router:
             if sender is not None:
                 sender.talks_to(conn)
                 metrics.delivered_live("one", sender.context.last_seen)
+            else:
+                metrics.DELIVERED.inc("live")  # no read to time it from
             return True
         if self.bus.publish(user_id, payload):
             metrics.DELIVERED.inc("bus")
@@ -130,6 +132,8 @@ class Router:
                 conn.send(payload + conn.context.terminator)
                 if read_at is not None:
                     metrics.delivered_live("group", read_at)
+                else:
+                    metrics.DELIVERED.inc("live")
             else:
                 elsewhere.append(user_id)
         if not elsewhere:

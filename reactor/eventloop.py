@@ -32,6 +32,11 @@ turn, and keeps it for up to one slice while more work is ready at once (see
 
 A callback or handler that raises is logged with its traceback and the loop
 keeps running; ``SystemExit`` and ``KeyboardInterrupt`` are not caught.
+
+An optional round observer (:meth:`EventLoop.set_round_observer`) hears of
+each batch of ready events after steps 2-5: how many, how long they waited
+after ``select()`` returned, how long they took.  Setting it swaps in the
+observed dispatch; without one the loop runs exactly the unobserved code.
 """
 
 from __future__ import annotations
