@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
+from types import TracebackType
 
 import orjson
 
@@ -62,9 +64,32 @@ def _iso_time(created: float) -> str:
 
 
 def setup(level: str, fmt: str = "text") -> None:
-    """Log to stderr at ``level`` in ``fmt`` ("text" or "json")."""
+    """Log to stderr at ``level`` in ``fmt`` ("text" or "json").
+
+    Warnings and uncaught exceptions (of any thread) go through logging too,
+    so that in JSON every line on stderr is one object.
+    """
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r}: text or json")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+_crash_log = logging.getLogger("chat.crash")
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException,
+                  tb: TracebackType | None) -> None:
+    _crash_log.critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _crash_log.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
+                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

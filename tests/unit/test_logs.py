@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
+import threading
 
+from chat import logs
 from chat.logs import JsonFormatter, TextFormatter
 
 
@@ -48,3 +51,25 @@ def test_text_escapes_control_characters_from_clients() -> None:
     line = TextFormatter().format(_record("name %s", "evil\r\n2026-01-01 ERROR forged\x1b[2J"))
     assert "\n" not in line and "\r" not in line and "\x1b" not in line
     assert line.endswith("name evil\\r\\n2026-01-01 ERROR forged\\x1b[2J")
+
+
+def test_an_exception_in_a_thread_is_one_json_line() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, threading.excepthook, sys.excepthook)
+    stream = io.StringIO()
+    root.handlers = []
+    try:
+        logs.setup("INFO", "json")
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        thread = threading.Thread(target=lambda: 1 / 0, name="doomed")
+        thread.start()
+        thread.join()
+    finally:
+        root.handlers, level, threading.excepthook, sys.excepthook = saved
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["message"] == "uncaught ZeroDivisionError in thread doomed"
+    assert entry["level"] == "CRITICAL" and "ZeroDivisionError" in entry["exception"]
