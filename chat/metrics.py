@@ -324,7 +324,12 @@ _connections = _ConnectionCollector()
 def watch_redis(connected: Callable[[], bool]) -> None:
     """Export ``chat_redis_up`` from ``connected()``, read at each scrape."""
     REDIS_UP.set_function(lambda: 1 if connected() else 0)
-    REGISTRY.register(REDIS_UP)
+    if REDIS_UP not in _registered:  # a second server in one process reuses it
+        REGISTRY.register(REDIS_UP)
+        _registered.add(REDIS_UP)
+
+
+_registered: set[Collector] = set()
 
 
 def count_connections(source: ConnectionCounts) -> None:
