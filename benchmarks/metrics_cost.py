@@ -4,9 +4,12 @@ Both servers are started as deployed, each in a session of its own
 (``setsid``), from the same build, over a throw-away SQLite file each; the
 one with metrics is scraped every ``--scrape-every`` seconds for the whole
 run (Prometheus scrapes every 15 s by default: once a second is the
-pessimistic case).  ``benchmarks/pingpong.py`` drives both in turn,
-``--rounds`` times interleaved, and reports server CPU per message from
-``/proc``; the figure here is the ratio of the two medians.
+pessimistic case).  ``benchmarks/pingpong.py``'s driver drives each in turn,
+``--rounds`` times interleaved (the order rotating from round to round),
+and measures server CPU per message from ``/proc``.  On a shared machine a
+round's speed moves by 2x with the other tenants' load, so the figure is
+paired: within each round, one server's CPU per message over the other's
+(measured seconds apart), and the median of those ratios.
 
 Without ``--metrics-port`` the per-message counters are still kept (they
 are plain per-thread dicts; only the loop observer and the HTTP thread are
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,6 +90,21 @@ def scrape_until(port: int, every: float, stop: threading.Event, counts: list[in
         counts[0] += 1
 
 
+def drive_rounds(servers: dict[str, Server],
+                 args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Each server once per round, the order rotating; per server its rounds' results."""
+    pp = pingpong.parse_args([
+        "--pairs", str(args.pairs), "--seconds", str(args.seconds),
+        *(["--warmup", "0.3"] if args.quick else [])])
+    names = list(servers)
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for rnd in range(args.rounds):
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+            out[name].append(pingpong.drive(servers[name].target, pp, f"{os.getpid()}r{rnd}"))
+            time.sleep(pp.cooldown)
+    return out
+
+
 def micro_costs(repeat: int = 15, number: int = 100_000) -> dict[str, float]:
     """Microseconds per call of what the server adds per message and per loop batch
     (the best of ``repeat`` runs: the least disturbed by other processes)."""
@@ -142,28 +161,29 @@ def main(argv: list[str] | None = None) -> int:
                                args=(on.metrics_port, args.scrape_every, stop, scrapes))
     scraper.start()
     try:
-        summary: dict[str, Any] = pingpong.run(pingpong.parse_args([
-            "--targets", ",".join(s.target for s in servers.values()),
-            "--rounds", str(args.rounds), "--seconds", str(args.seconds),
-            "--pairs", str(args.pairs), *(["--warmup", "0.3"] if args.quick else [])]))
+        rounds = drive_rounds(servers, args)
         batch = events_per_batch(on.metrics_port)
     finally:
         stop.set()
         scraper.join()
         for server in servers.values():
             server.stop()
-    rows = dict(zip(servers, summary["results"], strict=True))
     print(f"-t {args.threads}, {args.pairs} pairs, {args.rounds} rounds of {args.seconds:g} s, "
           f"{scrapes[0]} scrapes, load average at the end {os.getloadavg()[0]:.1f}")
-    for name, row in rows.items():
-        print(f"  {name:<12} {row['msgs_per_s']:>9,.0f} msg/s  server CPU "
-              f"{row['server_cpu_us_per_msg']:.2f} us/msg  rounds {row['rounds_msgs_per_s']}")
-    on_cpu = rows["metrics on"]["server_cpu_us_per_msg"]
+    cpu = {name: [r["server_cpu_us_per_msg"] for r in rows] for name, rows in rounds.items()}
+    for name, rows in rounds.items():
+        rates = [r["msgs_per_s"] for r in rows]
+        print(f"  {name:<12} median {statistics.median(rates):>9,.0f} msg/s, server CPU "
+              f"{statistics.median(cpu[name]):.2f} us/msg; per round: "
+              + " ".join(f"{c:.1f}" for c in cpu[name]))
+    on_cpu = statistics.median(cpu["metrics on"])
     for name in ("metrics off", "baseline"):
-        if name in rows:
-            ratio = on_cpu / rows[name]["server_cpu_us_per_msg"]
-            print(f"  server CPU per message, on vs {name}: {ratio:.3f}x "
-                  f"({(ratio - 1) * 100:+.1f}%)")
+        if name in cpu:
+            pairs = [a / b for a, b in zip(cpu["metrics on"], cpu[name], strict=True)]
+            ratio = statistics.median(pairs)
+            print(f"  server CPU per message, on / {name}, median of the rounds' ratios: "
+                  f"{ratio:.3f}x ({(ratio - 1) * 100:+.1f}%); per round: "
+                  + " ".join(f"{x:.2f}" for x in pairs))
     micro = micro_costs(1, 1000) if args.quick else micro_costs()
     for name, us in micro.items():
         print(f"  {name:<26} {us:.3f} us")

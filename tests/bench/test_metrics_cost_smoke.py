@@ -15,6 +15,6 @@ def test_metrics_cost_quick_runs() -> None:
     assert proc.returncode == 0, proc.stderr + proc.stdout
     out = proc.stdout
     assert "metrics off" in out and "metrics on" in out
-    assert "on vs metrics off" in out
+    assert "on / metrics off" in out
     assert "added per message" in out
     assert "scrapes" in out and " 0 scrapes" not in out
