@@ -34,6 +34,7 @@ from functools import partial
 
 import orjson
 
+from chat import metrics
 from chat.limits import Limits
 from chat.protocol import Errno, error_reply
 from chat.service import ChatService
@@ -71,6 +72,7 @@ class ConnectionGuard:
             if not full:
                 self._count += 1
         if full:
+            metrics.CONNECTIONS_REFUSED.labels("limit").inc()
             self.service.warnings.warn(
                 "full", "{events} more connections refused, the process being full, "
                 "in the last {seconds} s", None, 1,
@@ -102,6 +104,7 @@ class ConnectionGuard:
                   and now - session.backlogged_since > self.limits.slow_grace):
                 session.post(partial(self._judge_backlog, conn))
             elif now - session.last_seen > self.limits.idle_timeout:
+                metrics.CONNECTIONS_DROPPED.labels("idle").inc()
                 self.service.warnings.warn(
                     "idle", "{events} more idle connections closed in the last {seconds} s",
                     None, 1, "%s idle for %gs, closing", conn.name, self.limits.idle_timeout,
@@ -109,6 +112,7 @@ class ConnectionGuard:
                 self._warn_and_close(conn, Errno.BAD_REQUEST, "idle for too long; send a "
                                      "keep-alive (an empty line) to stay connected")
             elif session.user_id is None and now - session.opened > self.limits.login_timeout:
+                metrics.CONNECTIONS_DROPPED.labels("login_timeout").inc()
                 self._warn_and_close(conn, Errno.NOT_LOGGED_IN, "log in within "
                                      f"{self.limits.login_timeout:g} seconds of connecting")
 
@@ -158,6 +162,8 @@ class ConnectionGuard:
         if not isinstance(session, Session) or session.closing_since is not None:
             return
         session.closing_since = time.monotonic()
-        log.warning("%s: %d bytes queued and not read, dropping it", conn.name, queued)
+        metrics.CONNECTIONS_DROPPED.labels("slow_reader").inc()
+        log.warning("%s: %d bytes queued and not read, dropping it", conn.name, queued,
+                    extra={"connection": conn.name, "user": session.user_id})
         self.service.on_disconnect(conn, session)
         conn.force_close()

@@ -54,6 +54,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from chat import metrics
 from chat.bus import Blocking, Deliver, Flush
 
 log = logging.getLogger("chat.redisbus")
@@ -254,7 +255,7 @@ class RedisBus:
         if time.monotonic() < self._circuit_until:
             return -1
         try:
-            with self._blocking():
+            with self._blocking(), metrics.REDIS_PUBLISH.time():
                 return int(self._pub.publish(channel, payload))
         except RedisError as exc:
             if time.monotonic() >= self._circuit_until:
@@ -276,7 +277,7 @@ class RedisBus:
             pipe = self._pub.pipeline(transaction=False)
             for channel, payload in messages:
                 pipe.publish(channel, payload)
-            with self._blocking():
+            with self._blocking(), metrics.REDIS_PUBLISH.time():
                 return [int(n) for n in pipe.execute()]
         except RedisError as exc:
             if time.monotonic() >= self._circuit_until:

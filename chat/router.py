@@ -32,6 +32,7 @@ from functools import partial
 
 import orjson
 
+from chat import metrics
 from chat.bus import Bus
 from chat.logbook import WarningSummary
 from chat.outbox import Entry
@@ -152,11 +153,21 @@ class Router:
             self._hand_over(conn, user_id, entry)
             if sender is not None:
                 sender.talks_to(conn)
+                metrics.delivered_live("one", sender.context.read_at)
+            else:
+                metrics.DELIVERED.inc("live")  # no read to time it from
             return True
-        return self.bus.publish(user_id, entry.payload)
+        if self.bus.publish(user_id, entry.payload):
+            metrics.DELIVERED.inc("bus")
+            return True
+        return False
 
-    def send_live_many(self, user_ids: Iterable[int], entry: Entry) -> list[int]:
-        """``send_live`` to each user, the online map locked once; returns who was not reached."""
+    def send_live_many(self, user_ids: Iterable[int], entry: Entry,
+                       read_at: float | None = None) -> list[int]:
+        """``send_live`` to each user, the online map locked once; returns who was not reached.
+
+        ``read_at`` is when the request was read (``time.monotonic``), for the metrics.
+        """
         with self._lock:
             conns = [(uid, self._online.get(uid)) for uid in user_ids]
         elsewhere = []
@@ -164,9 +175,17 @@ class Router:
             if conn is not None:
                 self._hand_over(conn, user_id,
                                 Entry(entry.mid, entry.sender, entry.kind, entry.payload))
+                if read_at is not None:
+                    metrics.delivered_live("group", read_at)
+                else:
+                    metrics.DELIVERED.inc("live")
             else:
                 elsewhere.append(user_id)
-        return self.bus.publish_many(elsewhere, entry.payload) if elsewhere else []
+        if not elsewhere:
+            return []
+        missed = self.bus.publish_many(elsewhere, entry.payload)
+        metrics.DELIVERED.inc("bus", len(elsewhere) - len(missed))
+        return missed
 
     def _hand_over(self, conn: Connection, user_id: int, entry: Entry) -> None:
         """Give ``entry`` to the outbox of ``user_id`` on ``conn``, in its loop thread."""
@@ -186,6 +205,7 @@ class Router:
         dropped = self.store.store_offline_many(
             [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline,
             keep_bytes=self.max_offline_bytes)
+        metrics.DELIVERED.inc("stored", len(items))
         if dropped:
             self.caps_hit(dropped)
         # A user not here may have just logged in elsewhere: its holder pages.
@@ -239,10 +259,11 @@ class Router:
         if conn is not None:
             try:
                 self._hand_over(conn, user_id, Entry.from_stored(0, payload.decode()))
-                return
             except (ValueError, UnicodeDecodeError):
                 log.warning("dropped a malformed message for user %d from the bus", user_id)
                 return
+            metrics.DELIVERED.inc("from_bus")
+            return
         try:
             self.store_offline([(user_id, payload)])
         except StoreUnavailable as exc:

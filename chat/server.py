@@ -20,14 +20,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chat import logs, metrics
 from chat.bus import Bus, LocalBus
 from chat.guards import ConnectionGuard
 from chat.limits import Limits, TokenBucket
+from chat.monitor import Monitor, Phase
 from chat.protocol import FrameDecoder
 from chat.proxyproto import ProxyHeaderReader, ProxyProtocolError
 from chat.service import ChatService
 from chat.session import Session
-from chat.store import StoreError, UnknownSchema, open_store
+from chat.store import Store, StoreError, StoreUnavailable, UnknownSchema, open_store
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
@@ -62,6 +64,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "proxy_protocol on;); one without is closed (CHAT_PROXY_PROTOCOL)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=env("CHAT_LOG_FORMAT", "text"),
+                   help="text, or one JSON object per line (CHAT_LOG_FORMAT, default text)")
+    p.add_argument("--metrics-port", type=int, default=_int_or_none(env("CHAT_METRICS_PORT")),
+                   help="serve /metrics, /healthz and /readyz on this port; 0 picks a free "
+                        "one (CHAT_METRICS_PORT, default off)")
+    p.add_argument("--metrics-host", default=env("CHAT_METRICS_HOST", "127.0.0.1"),
+                   help="address of the metrics port (CHAT_METRICS_HOST, default 127.0.0.1)")
     limits = p.add_argument_group("limits")
     for f in dataclasses.fields(Limits):
         name = f.name.upper()
@@ -70,7 +80,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         limits.add_argument("--" + f.name.replace("_", "-"), type=kind,
                             default=kind(env(f"CHAT_{name}", default)),
                             help=f"{f.metadata['help']} (CHAT_{name}, default {default})")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.log_format not in ("text", "json"):  # argparse checks choices, not defaults
+        p.error(f"CHAT_LOG_FORMAT must be text or json, not {args.log_format!r}")
+    return args
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
 
 
 def limits_from(args: argparse.Namespace) -> Limits:
@@ -89,8 +106,10 @@ def make_bus(url: str | None, server_id: str) -> Bus:
 class ChatServer:
     """Wires a TcpServer to a ChatService; the entry point's glue and nothing more."""
 
-    def __init__(self, loop: EventLoop, args: argparse.Namespace) -> None:
+    def __init__(self, loop: EventLoop, args: argparse.Namespace,
+                 monitor: Monitor | None = None) -> None:
         self.loop = loop
+        self.monitor = monitor
         self.limits = limits_from(args)
         self.proxy_protocol: bool = args.proxy_protocol
         self.tcp = TcpServer(loop, (args.host, args.port), "chat")
@@ -106,6 +125,27 @@ class ChatServer:
         self.service = ChatService(store, bus, self.server_id, self.limits)
         self.guard = ConnectionGuard(self.tcp, self.service, self.limits)
         self._stopping = False
+        if monitor is not None:
+            self._watch(monitor, store, bus)
+
+    def _watch(self, monitor: Monitor, store: Store, bus: Bus) -> None:
+        """Health checks and the metrics read at scrape time."""
+        monitor.add_check("store", lambda: _store_problem(store))
+        metrics.USERS_ONLINE.set_function(self.service.online_count)
+        metrics.count_connections(self._connection_counts)
+        if connected := getattr(bus, "wait_connected", None):  # RedisBus, not LocalBus
+            monitor.add_check("redis", lambda: None if connected(0) else "not connected")
+            metrics.watch_redis(lambda: connected(0))
+
+    def _connection_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for conn in self.tcp.connections():
+            session = conn.context
+            if isinstance(session, Session):
+                dialect = session.decoder.dialect
+                key = ("tcp", dialect.name.lower() if dialect is not None else "unknown")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def start(self) -> None:
         self.service.start()
@@ -115,6 +155,12 @@ class ChatServer:
         self.loop.run_every(RECORD_MIDS_EVERY, self._record_mids)
         self.loop.run_every(self.limits.log_interval, self.service.warnings.flush)
         host, port = self.tcp.address[:2]
+        if self.monitor is not None:
+            self.loop.set_round_observer(metrics.loop_observer("main"))
+            for i, loop in enumerate(self.tcp.thread_pool.get_all_loops()):
+                if loop is not self.loop:
+                    loop.set_round_observer(metrics.loop_observer(f"io{i}"))
+            self.monitor.phase = Phase.READY
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
 
     def _retry_releases(self) -> None:
@@ -182,6 +228,8 @@ class ChatServer:
         if self._stopping:
             return
         self._stopping = True
+        if self.monitor is not None:
+            self.monitor.phase = Phase.DRAINING
         log.info("shutting down")
         self.tcp.stop_accepting()
         self.service.shutdown()
@@ -236,16 +284,33 @@ def _ignore_here(signum: int, frame: Any) -> None:
     """The wakeup socket carries the signal to the loop; nothing to do here."""
 
 
+def _store_problem(store: Store) -> str | None:
+    try:
+        store.ping()
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def start_monitor(args: argparse.Namespace) -> Monitor | None:
+    if args.metrics_port is None:
+        return None
+    monitor = Monitor(args.metrics_host, args.metrics_port)
+    monitor.start()
+    return monitor
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_level, args.log_format)
     loop = EventLoop()
     try:
-        server = ChatServer(loop, args)
+        monitor = start_monitor(args)  # first, so /readyz says "starting" while we do
+    except OSError as exc:
+        log.error("cannot serve metrics on %s:%d: %s", args.metrics_host, args.metrics_port, exc)
+        return 1
+    try:
+        server = ChatServer(loop, args, monitor)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
@@ -260,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     loop.loop()
     server.tcp.stop()
+    if monitor is not None:
+        monitor.close()
     log.info("stopped")
     return 0
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
+from chat import metrics
 from chat.bus import Bus
 from chat.limits import AddressBuckets, FailureThrottle, Limits
 from chat.logbook import WarningSummary
@@ -146,6 +147,7 @@ class ChatService:
                     return
                 continue
             assert isinstance(item, FrameError)
+            metrics.request_failed(None, item.errno)
             self._reply_error(conn, session, item.errno, item.errmsg, None)
             if item.fatal:
                 session.closing_since = time.monotonic()
@@ -153,6 +155,7 @@ class ChatService:
                                    "bad frame in the last {seconds} s", conn.name, 1,
                                    "%s: %s, closing", conn.name, item.errmsg,
                                    level=logging.INFO)
+                metrics.CONNECTIONS_DROPPED.labels("frame_too_large").inc()
                 conn.force_close() if session.legacy else conn.shutdown()
                 return
 
@@ -164,6 +167,7 @@ class ChatService:
         bad_seq = "seq" in msg and not valid_seq(msg["seq"])
         if bad_seq:
             del msg["seq"]
+        metrics.REQUESTS.inc(msgid if handler is not None else None)
         try:
             if session.bucket is not None:
                 if session.bucket.take(session.read_at):
@@ -246,7 +250,8 @@ class ChatService:
         only, so whatever else in the request broke the handler cannot break it.
         """
         msgid = msg.get("msgid")
-        log.exception("%s: bug while handling msgid %r", conn.name, msgid)
+        log.exception("%s: bug while handling msgid %r", conn.name, msgid,
+                      extra=_context(conn, session, msgid, Errno.SERVER_ERROR))
         minimal: Message = {"msgid": msgid if type(msgid) is int else None}
         if "seq" in msg and valid_seq(msg["seq"]):
             minimal["seq"] = msg["seq"]
@@ -268,6 +273,7 @@ class ChatService:
             # Condemned: on_data serves nothing more of it, the sweep ends it
             # if the client does not close after reading its refusals.
             session.closing_since = time.monotonic()
+            metrics.CONNECTIONS_DROPPED.labels("flood").inc()
             self.warnings.warn("flood", "{events} more flooding connections closed in "
                                "the last {seconds} s", conn.name, 1,
                                "%s: still flooding after %d refusals, closing", conn.name,
@@ -291,6 +297,7 @@ class ChatService:
         self, conn: Connection, session: Session, request: Message, errno: Errno, errmsg: str
     ) -> None:
         msgid = request.get("msgid")
+        metrics.request_failed(msgid, errno)
         ack = ACKED_REQUESTS.get(msgid) if type(msgid) is int else None
         if ack is None:
             self._reply_error(conn, session, errno, errmsg, request)
@@ -385,6 +392,7 @@ class ChatService:
         if not acking:  # what the ack carries is confirmed once it is written
             conn.set_write_complete_callback(outbox.on_written)
         self._reply(conn, session, msg, ack)
+        metrics.BACKLOG_DELIVERED.inc(len(ack["offlinemsg"]))
         outbox.start_backlog(stored)
 
     def _outbox(self, conn: Connection, session: Session, user_id: int, acking: bool) -> Outbox:
@@ -592,7 +600,7 @@ class ChatService:
             raise BadField(f"the message is over {self.limits.max_frame} bytes as forwarded")
         others = [member for member in members if member != session.user_id]
         entry = Entry(mid, session.user_id, MsgId.GROUP_CHAT_MSG, payload)
-        offline = self.router.send_live_many(others, entry)
+        offline = self.router.send_live_many(others, entry, session.read_at)
         if offline:
             self.router.store_offline([(member, payload) for member in offline])
         if "seq" in msg:
@@ -635,6 +643,14 @@ def _login_account(msg: Message) -> int | str:
     if name is None:
         raise BadField("field 'id' (an integer) or 'name' (a string) is required")
     return name
+
+
+def _context(conn: Connection, session: Session, msgid: object = None,
+             errno: Errno | None = None) -> dict[str, object]:
+    """The ``extra=`` of a log line about a request (see chat/logs.py)."""
+    return {"connection": conn.name, "user": session.user_id,
+            "msgid": msgid if type(msgid) is int else None,
+            "errno": int(errno) if errno is not None else None}
 
 
 def _host(conn: Connection) -> str:

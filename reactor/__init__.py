@@ -12,6 +12,7 @@ from reactor.eventloop import (
     EventLoop,
     EventLoopThread,
     EventLoopThreadPool,
+    RoundObserver,
     TimerId,
     gil_enabled,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "HighWaterMarkCallback",
     "MessageCallback",
     "Placement",
+    "RoundObserver",
     "TcpConnection",
     "TcpServer",
     "TimerId",

@@ -31,6 +31,8 @@ fi
 if [ "$mode" = test ]; then
     apt_install pkg-config libmariadb-dev gcc python3-dev mariadb-server redis-server \
         nginx libnginx-mod-stream openssl procps
+    # promtool and systemd-analyze check conf/ (tests/ops/test_conf.py)
+    apt_install prometheus systemd
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

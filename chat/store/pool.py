@@ -41,6 +41,8 @@ from urllib.parse import quote
 
 from dbutils.pooled_db import PooledDB
 
+from chat import metrics
+
 from .config import Config
 from .dialect import SQLITE
 from .errors import StoreUnavailable
@@ -125,7 +127,8 @@ class ConnectionPool:
 
     def run(self, work: Work[T], *, read_only: bool = False) -> T:
         """Run ``work(cursor)`` in one transaction; see the module docstring."""
-        with self.blocking():
+        timer = metrics.DB_CALL.labels(metrics.store_operation()).time()
+        with timer, self.blocking():
             return self._run(work, read_only)
 
     def _run(self, work: Work[T], read_only: bool) -> T:
@@ -152,11 +155,19 @@ class ConnectionPool:
 
     def _run_once(self, work: Work[T]) -> T:
         try:
-            con = self._pool.connection(shareable=False)
+            with metrics.DB_POOL_WAIT.time():
+                con = self._pool.connection(shareable=False)
         except Exception as exc:
             if self._is_failure(exc):
                 raise self._unavailable(exc) from exc
             raise
+        metrics.DB_POOL_IN_USE.inc()
+        try:
+            return self._run_on(con, work)
+        finally:
+            metrics.DB_POOL_IN_USE.dec()
+
+    def _run_on(self, con: Any, work: Work[T]) -> T:
         try:
             con.begin()
             cursor = con.cursor()

@@ -423,3 +423,9 @@ class Store:
         """Record that ``node`` (held by ``server_id``) gave ids up to time ``last_ms``."""
         self._write("UPDATE midnode SET lease = ? WHERE node = ? AND server = ? AND lease < ?",
                     (last_ms, node, server_id, last_ms))
+
+    # -- health ----------------------------------------------------------------
+
+    def ping(self) -> None:
+        """One cheap round trip to the database (health checks); may raise StoreUnavailable."""
+        self._read("SELECT 1", ())

@@ -61,7 +61,10 @@ class MariaDBServer:
         cmd = [_binary("mariadb-install-db", "mysql_install_db"), "--no-defaults",
                f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
                "--skip-test-db", *self._user_args()]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        done = subprocess.run(cmd, capture_output=True, timeout=60)
+        if done.returncode != 0:  # say why: it failed once under load with no clue
+            raise RuntimeError(f"{cmd[0]} exited {done.returncode}: "
+                               f"{(done.stdout + done.stderr).decode(errors='replace')[-2000:]}")
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server (initialising the datadir the first time); wait until it answers."""
