@@ -48,12 +48,14 @@ class WarningSummary:
         self._tallies: dict[str, _Tally] = {}
 
     def warn(self, kind: str, summary: str, subject: object, amount: int,
-             msg: str, *args: object, level: int = logging.WARNING) -> None:
+             msg: str, *args: object, level: int = logging.WARNING,
+             extra: dict[str, object] | None = None) -> None:
         """Log ``msg % args`` if it is the first ``kind`` this interval, else count it.
 
         ``summary`` is the line that stands for the counted ones; it may use
         ``{events}``, ``{amount}`` (the sum of ``amount``), ``{subjects}`` (how
-        many distinct ``subject``) and ``{seconds}``.
+        many distinct ``subject``) and ``{seconds}``.  ``extra`` goes with the
+        line that is logged (the JSON log's fields, chat/logs.py).
         """
         now = self._clock()
         with self._lock:
@@ -71,7 +73,7 @@ class WarningSummary:
         if due is not None:
             self._log_summary(due, now)
         if first:
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, extra=extra)
 
     def flush(self) -> None:
         """Timer, any thread: write the summary of every interval that is over."""

@@ -196,7 +196,9 @@ class ChatService:
             self.warnings.warn("storage", "{events} more requests failed, storage "
                                "unavailable, in the last {seconds} s", None, 1,
                                "%s: msgid %s failed, storage unavailable: %s",
-                               conn.name, msg.get("msgid"), exc)
+                               conn.name, msg.get("msgid"), exc,
+                               extra=_context(conn, session, msg.get("msgid"),
+                                              Errno.SERVER_ERROR))
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
 
     def _hold(self, conn: Connection, session: Session, data: bytes) -> None:

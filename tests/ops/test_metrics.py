@@ -76,7 +76,7 @@ def test_counters_and_histograms_follow_a_conversation(server: ServerProcess) ->
                   kind="one", le="+Inf") == MESSAGES
 
     # the stored message and carol's login went to the database
-    for operation in ("store_offline_many", "fetch_offline", "authenticate"):
+    for operation in ("store_offline_many", "offline_box", "authenticate"):
         assert _delta(after, before, "chat_db_call_seconds_count", operation=operation) >= 1
     assert _delta(after, before, "chat_db_pool_wait_seconds_count") >= 3
     assert value(after, "chat_db_pool_connections_in_use") == 0
