@@ -7,15 +7,20 @@ and the latency other users see meanwhile.
 One server (``-t 2``, over SQLite in a temporary directory, in a session of its
 own).  Throughout the run ``--pairs`` pairs of other users play ping-pong (one
 64-character message in flight per pair, in a thread of this process) and
-their one-way latency is recorded per phase.  Three phases of ``--seconds``:
+their one-way latency is recorded per phase.  Four phases of ``--seconds``:
 
 1. ``baseline``: the ping-pong alone;
-2. ``plain``: a user logged in without acknowledgements reads its login ack and
-   then nothing, while three senders (each a thread of one child process) send
-   it ``--size``-character messages, ``--rate`` a second each, every one with a
-   ``seq`` (their ``CHAT_MSG_ACK`` states are counted);
-3. ``ack``: the same with a user logged in with ``"ack": true``, which neither
+2. ``reader``: the control: three senders (each a thread of one child
+   process) send ``--size``-character messages, ``--rate`` a second each,
+   every one with a ``seq`` (their ``CHAT_MSG_ACK`` states are counted), to a
+   user logged in with ``"ack": true`` that reads and acknowledges them all;
+3. ``plain``: the same load for a user logged in without acknowledgements
+   that reads its login ack and then nothing;
+4. ``ack``: the same for a user logged in with ``"ack": true`` that neither
    reads nor acknowledges.
+
+So the cost of the senders' load is ``reader`` against ``baseline``, and the
+cost of a client that never reads is ``plain`` and ``ack`` against ``reader``.
 
 Per phase: the ping-pong's rate and latency percentiles, the server's RSS
 (VmRSS) at the start, at its peak (sampled every 20 ms) and at the end, what
@@ -99,6 +104,30 @@ def register(port: int, names: list[str]) -> list[int]:
         return [s.register(name, "pw")["id"] for name in names]
 
 
+class Reader(threading.Thread):
+    """A user logged in with acknowledged delivery that reads and acknowledges it all."""
+
+    def __init__(self, port: int, user_id: int) -> None:
+        super().__init__(daemon=True)
+        self.session = ChatSession("127.0.0.1", port, timeout=30)
+        assert self.session.login(user_id, "pw", ack=True)["errno"] == 0
+        self.done = threading.Event()
+        self.read = 0
+
+    def run(self) -> None:
+        s = self.session
+        while not self.done.is_set():
+            try:
+                msg = s.recv(0.2)
+            except TimeoutError:
+                continue
+            if msg.get("msgid") == MsgId.ONE_CHAT_MSG:
+                self.read += 1
+                if not s.inbox:  # the last of what one read brought: acknowledge it all
+                    s.acknowledge(msg["mid"])
+        s.close()
+
+
 def never_reads(port: int, user_id: int, acking: bool) -> socket.socket:
     """Log in (reading the login ack only) and return the socket, never read again."""
     s = ChatSession("127.0.0.1", port, timeout=30)
@@ -154,6 +183,16 @@ def phase(name: str, server: OwnSessionServer, pp: PingPong, ids: dict[str, Any]
     row: dict[str, Any] = {"phase": name}
     if name == "baseline":
         time.sleep(args.seconds)
+    elif name == "reader":
+        reader = Reader(server.port, ids[name])
+        reader.start()
+        senders = run_senders(server.port, ids["senders"], ids[name], args)
+        out, _ = senders.communicate(timeout=args.seconds + 120)
+        row["sender_ack_states"] = json.loads(out)
+        time.sleep(1.0)  # the last messages on their way
+        reader.done.set()
+        reader.join(10)
+        row["read"] = reader.read
     else:
         target = ids[name]
         sock = never_reads(server.port, target, name == "ack")
@@ -192,14 +231,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = machine_info()
     server = OwnSessionServer(args.threads, [], db=db_url).start()
     try:
-        plain, acking, *senders = register(server.port, ["nr-plain", "nr-ack", "nr-s1",
-                                                         "nr-s2", "nr-s3"])
-        ids = {"plain": plain, "ack": acking, "senders": senders}
+        reader, plain, acking, *senders = register(
+            server.port, ["nr-reader", "nr-plain", "nr-ack", "nr-s1", "nr-s2", "nr-s3"])
+        ids = {"reader": reader, "plain": plain, "ack": acking, "senders": senders}
         pp = PingPong(server.port, args.pairs)
         pp.start()
         time.sleep(args.warmup)
-        rows = [phase(name, server, pp, ids, args, db_url) for name in ("baseline", "plain",
-                                                                        "ack")]
+        rows = [phase(name, server, pp, ids, args, db_url)
+                for name in ("baseline", "reader", "plain", "ack")]
         pp.done.set()
         pp.join(10)
         log = "".join(server.lines)
@@ -238,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{lat['p50']:,.0f} us, p99 {lat['p99']:,.0f} us, p99.9 {lat['p99.9']:,.0f} us; "
               f"server RSS {r['rss_before_mib']} -> peak {r['rss_peak_mib']} -> "
               f"{r['rss_after_mib']} MiB (growth {r['rss_growth_mib']})"
-              + (f"; senders {r['sender_ack_states']}, left stored "
-                 f"{r['stored_for_nonreader']}" if "sender_ack_states" in r else ""))
+              + (f"; senders {r['sender_ack_states']}" if "sender_ack_states" in r else "")
+              + (f", read {r['read']}" if "read" in r else "")
+              + (f", left stored {r['stored_for_nonreader']}"
+                 if "stored_for_nonreader" in r else ""))
     print(f"server log, slow-reader lines: {summary['server_log_slow_reader_lines']}")
     if args.json:
         with open(args.json, "w") as f:

@@ -17,7 +17,7 @@ def test_nonreader_quick_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr + proc.stdout
     summary = json.loads(out.read_text())
     rows = summary["results"]
-    assert [r["phase"] for r in rows] == ["baseline", "plain", "ack"]
+    assert [r["phase"] for r in rows] == ["baseline", "reader", "plain", "ack"]
     assert summary["pingpong_errors"] == 0
     for r in rows:
         assert r["pingpong_msgs_per_s"] > 0 and r["pingpong_latency_us"]["p99"] > 0
@@ -27,4 +27,5 @@ def test_nonreader_quick_runs(tmp_path: Path) -> None:
         # one never confirmed is kept for its next login.
         assert sum(r["sender_ack_states"].values()) > 0
         assert set(r["sender_ack_states"]) <= {"delivered", "stored"}
-    assert rows[2]["stored_for_nonreader"] == sum(rows[2]["sender_ack_states"].values())
+    assert rows[1]["read"] == sum(rows[1]["sender_ack_states"].values())  # the control read all
+    assert rows[3]["stored_for_nonreader"] == sum(rows[3]["sender_ack_states"].values())
