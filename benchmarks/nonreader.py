@@ -52,7 +52,7 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
 from backlog import RssSampler  # noqa: E402
 from driver.common import rss_kib  # noqa: E402
 from driver.histogram import Histogram  # noqa: E402
-from driver.servers import machine_info  # noqa: E402
+from driver.servers import ChatServerProcess, machine_info  # noqa: E402
 from driver.setsid import OwnSessionServer  # noqa: E402
 from driver.users import UserConn, UserPool, pair_up, readable  # noqa: E402
 
@@ -158,6 +158,7 @@ def sender_main(args: argparse.Namespace) -> int:
             n = 0
             while time.monotonic() - start < args.seconds:
                 ack = s.chat(to, text, seq=n)
+                assert ack is not None  # a request with a seq has its reply
                 with lock:
                     states[str(ack.get("state") or f"errno {ack.get('errno')}")] += 1
                 n += 1
@@ -172,7 +173,7 @@ def sender_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def phase(name: str, server: OwnSessionServer, pp: PingPong, ids: dict[str, Any],
+def phase(name: str, server: ChatServerProcess, pp: PingPong, ids: dict[str, Any],
           args: argparse.Namespace, db_url: str) -> dict[str, Any]:
     """One phase: the ping-pong's latency, the server's RSS, the senders' counts."""
     pp.hist = Histogram()
