@@ -64,3 +64,14 @@ def test_only_a_live_message_to_a_login_killed_with_its_server_is_counted_apart(
     assert r["ok"] and r["in_flight_at_kill"] == 1 and r["lost"] == 0
     ledger.sent[(ALICE, 2)].state = "stored"  # a stored one survives any kill
     assert check(ledger)["lost"] == 1
+
+
+def test_a_message_redis_gave_the_killed_server_a_moment_after_the_kill_is_in_flight() -> None:
+    ledger = ledger_of([(1, 101, 1)], sent=2)
+    ledger.sessions[BOB] = [SessionSpan(0.0, 2.0, "server-closed"), SessionSpan(3.0)]
+    ledger.faults.append({"t": 2.0, "kind": "kill-server"})
+    late = ledger.sent[(ALICE, 2)]
+    late.t_send = late.t_reply = 2.004  # after Bob's client saw its server die
+    assert check(ledger)["in_flight_at_kill"] == 1
+    late.t_send = late.t_reply = 2.9  # Redis had long seen the subscription go
+    assert check(ledger)["lost"] == 1
