@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +45,11 @@ from driver.users import DriverError, UserConn, UserPool, pair_up, readable  # n
 from driver.workers import WorkerControl, run_workers  # noqa: E402
 
 MSG_LEN = 64
+RECEIPT = 18  # MsgId.RECEIPT: an acknowledging sender learns its message arrived
+ACK_FRAME = b'{"msgid":17,"mid":%d}\n'  # DELIVERY_ACK
+ACK_BATCH = 32
+ACK_DELAY_NS = 100_000_000
+ACK_MODES = ("off", "every", "batch")
 STAMP_LEN = 20  # zero-padded monotonic_ns at the start of the text
 DEFAULT_TARGETS = "relay,t1,t4,t4-noturns,t0"
 
@@ -96,7 +102,7 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     hist = Histogram()
     record = hist.record
     monotonic_ns = time.monotonic_ns
-    delivered = total = errors = 0
+    delivered = total = errors = receipts = 0
     first_error = ""
     now = monotonic_ns()
     for a in conns[0::2]:
@@ -104,10 +110,15 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     finished = 0  # pairs whose last message arrived after the window closed
     cpu_start = cpu_end = 0.0  # this process's CPU time at the window's edges
     sel = conns[0].sel
+    acker = Acker(cfg.get("ack", "off"))
+    select_timeout = 0.01 if acker.mode == "batch" else 0.2  # the batch timer's resolution
     while finished < len(conns) // 2:
-        for c in readable(sel, 0.2):
+        for c in readable(sel, select_timeout):
             for m in c.receive():
                 now = monotonic_ns()
+                if type(m) is dict and m.get("msgid") == RECEIPT:
+                    receipts += 1  # the peer acknowledged our message
+                    continue
                 if type(m) is not dict or m.get("msgid") != 5 or m.get("id") != peer_id[c.index]:
                     errors += 1
                     first_error = first_error or repr(m)[:200]
@@ -121,11 +132,13 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
                     record(now - int(m["msg"][:STAMP_LEN]))
                     delivered += 1
                 if now < end:
-                    c.send(heads[c.index] + b"%020d" % now + tail)
+                    c.send(acker.before_reply(c, m.get("mid", 0), now)
+                           + heads[c.index] + b"%020d" % now + tail)
                 else:
                     finished += 1
             if not total & 255:
                 ctl.progress(total)
+        acker.send_due(monotonic_ns())
         if monotonic_ns() > drain_deadline:
             break
     lost = len(conns) // 2 - finished
@@ -133,16 +146,60 @@ def pingpong_worker(cfg: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
         pool.close()
     return {"delivered": delivered, "total": total, "errors": errors, "lost": lost,
             "first_error": first_error, "cpu_seconds": cpu_end - cpu_start,
-            "histogram": hist.to_dict()}
+            "histogram": hist.to_dict(), "acks": acker.sent, "receipts": receipts}
+
+
+class Acker:
+    """A client's DELIVERY_ACKs (``--ack``): after ``every`` message, in a ``batch``
+    (every ACK_BATCH messages or ACK_DELAY_NS after the first one not acknowledged,
+    whichever comes first), or ``off`` (a login without acknowledgements)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sent = 0
+        # per connection: (messages not acknowledged, the last one's mid, since when)
+        self._pending: dict[int, tuple[int, int, int]] = {}
+        self._timers: deque[tuple[int, UserConn, int]] = deque()  # (due, conn, since)
+
+    def before_reply(self, c: UserConn, mid: int, now: int) -> bytes:
+        """What to send ahead of the reply to the message ``mid``: its acknowledgement,
+        a batch's, or nothing yet."""
+        if self.mode == "off":
+            return b""
+        if self.mode == "every":
+            self.sent += 1
+            return ACK_FRAME % mid
+        count, _, since = self._pending.get(c.index, (0, 0, now))
+        if not count:
+            self._timers.append((now + ACK_DELAY_NS, c, now))
+        if count + 1 >= ACK_BATCH:
+            self._pending[c.index] = (0, 0, 0)
+            self.sent += 1
+            return ACK_FRAME % mid
+        self._pending[c.index] = (count + 1, mid, since)
+        return b""
+
+    def send_due(self, now: int) -> None:
+        """Acknowledge the batches whose first message has waited ACK_DELAY_NS."""
+        while self._timers and self._timers[0][0] <= now:
+            _, c, since = self._timers.popleft()
+            count, mid, started = self._pending.get(c.index, (0, 0, 0))
+            if count and started == since:  # not acknowledged by count meanwhile
+                self._pending[c.index] = (0, 0, 0)
+                self.sent += 1
+                c.send(ACK_FRAME % mid)
 
 
 # --------------------------------------------------------------- orchestration
 def run_target(name: str, system: Target, args: argparse.Namespace,
-               run_id: str) -> dict[str, Any]:
-    """Drive one listening system with ``args.procs`` processes; one result row."""
+               run_id: str, ack: str = "off") -> dict[str, Any]:
+    """Drive one listening system with ``args.procs`` processes; one result row.
+
+    ``ack``: the users log in with acknowledged delivery and acknowledge every
+    message or in batches (`Acker`), or ("off") log in without it."""
     configs = [
         {"host": system.host, "port": system.port, "pairs": n, "warmup": args.warmup,
-         "seconds": args.seconds, "prefix": f"pp{run_id}{name}w{i}u"}
+         "seconds": args.seconds, "prefix": f"pp{run_id}{name}w{i}u", "ack": ack}
         for i, n in enumerate(split(args.pairs, args.procs)) if n
     ]
     cpu: list[float] = []
@@ -165,6 +222,9 @@ def run_target(name: str, system: Target, args: argparse.Namespace,
                                   if len(cpu) == 2 and delivered else None),
         "driver_cpu_us_per_msg": (round(sum(r["cpu_seconds"] for r in results) * 1e6
                                         / delivered, 1) if delivered else None),
+        "ack": ack,
+        "acks_sent": sum(r["acks"] for r in results),
+        "receipts": sum(r["receipts"] for r in results),
     }
     first_error = next((r["first_error"] for r in results if r["first_error"]), "")
     if first_error:
@@ -214,19 +274,20 @@ def describe(target: str) -> str:
     return f"server -t {threads[1:]}" + (" --no-turns" if variant else "")
 
 
-def drive(target: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
-    """Start ``target``, drive it once, stop it; one result row."""
+def drive(target: str, args: argparse.Namespace, run_id: str,
+          ack: str = "off") -> dict[str, Any]:
+    """Start ``target``, drive it once (with ``ack``: see `run_target`), stop it; one row."""
     system = start_target(target, args.relay, not args.same_session)
     try:
         print(f"{describe(target)}: pid {system.pid}, port {system.port}", file=sys.stderr)
         if args.pause:
             input(f"  attach a profiler to pid {system.pid}, then press Enter ")
-        row = run_target(target, system, args, run_id)
+        row = run_target(target, system, args, run_id, ack)
     except (DriverError, RuntimeError) as exc:
         raise SystemExit(f"{describe(target)}: {exc}") from exc
     finally:
         system.stop()
-    row["target"] = describe(target)
+    row["target"] = describe(target) + ("" if args.ack == "off" else f", ack {ack}")
     print(f"  {row['msgs_per_s']:,.0f} msg/s, p50 {row['latency_us']['p50']:,.0f} us",
           file=sys.stderr)
     return row
@@ -240,8 +301,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every target, ``args.rounds`` times, interleaved; per target the median round."""
     run_id = f"{os.getpid() % 100000}"
     machine = machine_info()
-    targets = args.targets.split(",")
-    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    targets = [(t, ack) for t in args.targets.split(",") for ack in args.ack.split(",")]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {t: [] for t in targets}
     # Other tenants' load on demand, so that a busy phase can be measured
     # when it is wanted rather than when the machine happens to be in one.
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.DEVNULL,
@@ -249,8 +310,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(args.busy)]
     try:
         for rnd in range(args.rounds):
-            for target in targets:
-                runs[target].append(drive(target, args, f"{run_id}r{rnd}"))
+            for target, ack in targets:
+                runs[(target, ack)].append(drive(target, args, f"{run_id}r{rnd}{ack[0]}", ack))
                 time.sleep(args.cooldown)
     finally:
         for spinner in spinners:
@@ -264,21 +325,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["errors"] = sum(r["errors"] for r in runs[target])
         row["lost_in_flight"] = sum(r["lost_in_flight"] for r in runs[target])
         rows.append(row)
-    ref = next((r for r in rows if r["target"] == "reference relay"), None)
+    ref = next((r for r in rows if r["target"].startswith("reference relay")), None)
     for r in rows:
         r["ratio_vs_relay"] = (round(r["msgs_per_s"] / ref["msgs_per_s"], 3)
                                if ref and ref["msgs_per_s"] else None)
+    if args.ack != "off":
+        add_ack_ratios(rows)
     return {
         "benchmark": "chat ping-pong",
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
         "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
                    "warmup": args.warmup, "rounds": args.rounds, "message_chars": MSG_LEN,
-                   "busy": args.busy, "servers_in_own_session": not args.same_session},
+                   "busy": args.busy, "servers_in_own_session": not args.same_session,
+                   "ack": args.ack},
         "machine": machine,
         "unit": {"msgs_per_s": "delivered one-to-one messages per second",
                  "latency_us": "one-way sender -> server -> recipient, microseconds"},
         "results": rows,
     }
+
+
+def add_ack_ratios(rows: list[dict[str, Any]]) -> None:
+    """Per system, each ack mode's rate and p99 against the same system's ``ack off``."""
+    for r in rows:
+        base = next((b for b in rows if b["ack"] == "off"
+                     and b["target"].split(", ack")[0] == r["target"].split(", ack")[0]), None)
+        if base is None or not base["msgs_per_s"]:
+            continue
+        r["rate_vs_ack_off"] = round(r["msgs_per_s"] / base["msgs_per_s"], 3)
+        r["p99_vs_ack_off"] = round(r["latency_us"]["p99"] / base["latency_us"]["p99"], 3)
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -336,6 +411,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--busy", type=int, default=0, metavar="N",
                    help="keep N processes spinning on the CPUs for the whole run, a busy "
                         "machine on demand (default 0)")
+    p.add_argument("--ack", default="off",
+                   help="comma list of off, every, batch: users log in without acknowledged "
+                        "delivery, or with it acknowledging every message, or every "
+                        f"{ACK_BATCH} messages or {ACK_DELAY_NS // 1_000_000} ms (default off)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
     p.add_argument("--quick", action="store_true",
                    help="tiny run for CI: 4 pairs, 0.3 s warm-up, 1 s, relay,t1,t4,t4-noturns")
@@ -348,6 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--pairs, --procs, --seconds and --rounds must be positive")
     if args.busy < 0:
         p.error("--busy must not be negative")
+    if not set(args.ack.split(",")) <= set(ACK_MODES):
+        p.error(f"--ack takes a comma list of {', '.join(ACK_MODES)}")
     return args
 
 
@@ -358,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     m = summary["machine"]
     cfg = summary["config"]
     busy = f", {cfg['busy']} spinning" if cfg["busy"] else ""
+    for r in summary["results"]:
+        if "rate_vs_ack_off" in r:
+            print(f"{r['target']}: {r['rate_vs_ack_off']:.2f}x the rate and "
+                  f"{r['p99_vs_ack_off']:.2f}x the p99 of ack off; {r['acks_sent']} acks, "
+                  f"{r['receipts']} receipts")
     print(f"{cfg['pairs']} pairs, {cfg['procs']} driver processes, {cfg['seconds']:g} s after "
           f"{cfg['warmup']:g} s warm-up, median of {cfg['rounds']} round(s){busy}; "
           f"nproc {m['nproc']}, Python {m['python']}, {m['uname']}, {m['date']}")

@@ -1,4 +1,4 @@
-"""Soak: mixed chat load on a two-server cluster while faults are injected.
+"""Soak: mixed chat load on a two-server cluster while servers and clients fail.
 
     python benchmarks/soak.py --seconds 120 [--users 30] [--nginx] [--json out.json]
 
@@ -7,23 +7,24 @@ the end: a private ``mariadbd`` and a private ``redis-server`` on free ports
 (never the shared ones), two ``python -m chat.server`` processes with fixed
 ports and ``--server-id``s (so a killed one restarts as itself), and with
 ``--nginx`` an nginx in front.  Each user is a thread with its own blocking
-connection: it chats one-to-one and in groups, every request with a ``seq``,
-now and then logs out and in again or drops its connection and reconnects.
-On a schedule the soak SIGKILLs one chat server and restarts it (same port,
-same id), kills and restarts Redis, and stops and restarts MariaDB.  Clients
-whose server died reconnect and log in again (retrying errno 2 until the dead
-server's heartbeat expires, errno 9 while the database is down).
+connection, logged in with acknowledged delivery (``"ack": true``): it chats
+one-to-one and in groups, every request with a ``seq``; it acknowledges what
+it reads as a real client does (every ``--ack-every`` messages or 100 ms)
+and drops a repeat by ``mid``; now and then it logs out and in again, drops
+its connection, or resets it (SO_LINGER 0) before reading, in the middle of
+a read or after reading and before acknowledging, and comes back.  On a
+schedule the soak SIGKILLs one chat server and restarts it (same port, same
+id), kills and restarts Redis, and stops and restarts MariaDB.  Clients
+whose server died reconnect and log in again (retrying errno 2 until the
+dead server's heartbeat expires or the server notices a reset, errno 9
+while the database is down).
 
 At the end every user logs out and in once more, so what was stored for it
-arrives in its login ack, and the soak checks (see docs/soak.md):
-
-- every message acknowledged with errno 0 reached each recipient, live or
-  offline, exactly once; the missing ones are "in flight at a kill" when
-  the recipient's connection died with its server around that moment, and
-  "lost" otherwise;
-- per sender and recipient the messages arrived in the order sent;
-- refused messages (errno != 0) do not count; messages whose sender's
-  connection died before the ack are "unknown" and reported on their own.
+arrives, and the soak checks (``soak_checks.py``, docs/soak.md) that every
+message acknowledged to its sender reached its recipient's application, in
+order per sender, with repeats only across logins and always with the same
+``mid``; the only ones counted apart were in flight in the memory of a
+server killed with -9.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ import os
 import random
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,6 +50,18 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
         sys.path.insert(0, _path)
 
 from driver.servers import add_session_option, machine_info  # noqa: E402
+from soak_checks import (  # noqa: E402
+    LOGIN_PATIENCE,
+    Ledger,
+    Received,
+    Sent,
+    SessionSpan,
+    check,
+    format_report,
+    log_summary,
+    parse_text,
+    text_of,
+)
 
 from chat.protocol import FrameDecoder, FrameError, Message, MsgId, encode  # noqa: E402
 from tests.support.mariadb_server import MariaDBServer, free_port  # noqa: E402
@@ -63,11 +76,11 @@ SERVER_LIMITS = [
     "--rate", "100000", "--burst", "100000", "--account-failures", "100000",
     "--address-failures", "100000", "--login-timeout", "3600", "--idle-timeout", "3600",
 ]
-IN_FLIGHT_KILL_WINDOW = 3.0  # a connection closed this long after a kill died with it
-CLOSE_NOTICED = 0.5  # longest a server may still send to a connection its client closed
-LOGIN_PATIENCE = 60.0  # a login still refused after this long is reported as stuck
 ACK_TIMEOUT = 10.0
-REDIS_SETTLE = 5.0  # after a Redis restart: reconnect backoff, heartbeat, margin
+ACK_DELAY = 0.1  # a client acknowledges at the latest this long after reading a message
+CHAT = (MsgId.ONE_CHAT_MSG, MsgId.GROUP_CHAT_MSG)
+CLIENT_FAULTS = ("before-reading", "mid-read", "after-reading")
+RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class ConnectionDied(Exception):
@@ -78,66 +91,6 @@ class ConnectionDied(Exception):
 
 class ReplyTimeout(ConnectionDied):
     reason = "reply-timeout"
-
-
-# -- the record of everything sent and received -------------------------------------
-
-
-@dataclass
-class Sent:
-    sender: int
-    counter: int
-    kind: str  # "one" or "group"
-    recipients: tuple[int, ...]
-    t_send: float
-    t_reply: float | None = None
-    outcome: str = "pending"  # acked, refused, unknown
-    state: str | None = None  # the ack's "state"
-    errno: int | None = None
-
-
-@dataclass
-class SessionSpan:
-    start: float
-    end: float | None = None
-    reason: str = ""  # logout, client-close, server-closed
-
-
-@dataclass
-class Ledger:
-    t0: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    sent: dict[tuple[int, int], Sent] = field(default_factory=dict)
-    # recipient -> [(sender, counter, t, how)] in the order the recipient read them
-    received: dict[int, list[tuple[int, int, float, str]]] = field(
-        default_factory=lambda: defaultdict(list))
-    sessions: dict[int, list[SessionSpan]] = field(default_factory=lambda: defaultdict(list))
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    foreign: int = 0  # chat frames whose text is not one of ours
-    login_waits: list[float] = field(default_factory=list)
-    login_retries: Counter[int] = field(default_factory=Counter)  # errno -> retries
-    stuck_logins: int = 0
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def fault(self, kind: str, **info: Any) -> None:
-        with self.lock:
-            self.faults.append({"t": round(self.now(), 2), "kind": kind, **info})
-
-
-def text_of(sender: int, counter: int) -> str:
-    return f"soak {sender} {counter} {uuid.uuid4().hex[:8]}"
-
-
-def parse_text(text: str) -> tuple[int, int] | None:
-    parts = text.split()
-    if len(parts) != 4 or parts[0] != "soak":
-        return None
-    try:
-        return int(parts[1]), int(parts[2])
-    except ValueError:
-        return None
 
 
 # -- the cluster under test ---------------------------------------------------------
@@ -217,7 +170,7 @@ class Cluster:
 
 
 class User(threading.Thread):
-    """One user on its own blocking connection: chat, log out and in, survive faults."""
+    """One user on its own blocking connection: chat, acknowledge, fail, come back."""
 
     def __init__(self, soak: Soak, index: int, user_id: int) -> None:
         super().__init__(name=f"user{index}", daemon=True)
@@ -234,6 +187,12 @@ class User(threading.Thread):
         self.replies: dict[Any, Message] = {}
         self.seq = 0
         self.error: str | None = None
+        self.login_no = 0  # login acks read so far: repeats are allowed only across them
+        self.seen_mids: set[int] = set()  # what the application has had: repeats dropped
+        self.unacked_mid: int | None = None  # the last chat message read, not acknowledged
+        self.unacked_count = 0
+        self.unacked_since = 0.0
+        self.hold_acks = False  # reading without acknowledging (a fault on its way)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -253,10 +212,14 @@ class User(threading.Thread):
                 raise ConnectionDied("stopping")
             time.sleep(0.1)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, reset: bool = False) -> None:
+        """Close the connection: with ``reset``, by a RST, as a crashed client's kernel does."""
         if self.sock is not None:
+            if reset:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
             self.sock.close()
             self.sock = None
+        self.replies.clear()
         self.end_span(reason)
 
     def end_span(self, reason: str) -> None:
@@ -264,6 +227,8 @@ class User(threading.Thread):
             self.span.end, self.span.reason = self.ledger.now(), reason
             self.span = None
         self.logged_in = False
+        # What was read and not acknowledged comes again at the next login.
+        self.unacked_mid, self.unacked_count = None, 0
 
     def send(self, msg: Message) -> None:
         assert self.sock is not None
@@ -273,49 +238,84 @@ class User(threading.Thread):
             raise ConnectionDied(str(exc)) from None
 
     def pump(self, timeout: float, until_reply: bool = False) -> None:
-        """Read and record what arrives for up to ``timeout`` seconds (at least one read).
+        """Read, record and acknowledge what arrives for up to ``timeout`` seconds.
 
         With ``until_reply``, return as soon as a reply has come in.
         """
         assert self.sock is not None
         deadline = time.monotonic() + timeout
         while True:
-            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            wait = deadline - time.monotonic()
+            if self.unacked_count and not self.hold_acks:
+                wait = min(wait, self.unacked_since + ACK_DELAY - time.monotonic())
+            self.sock.settimeout(max(0.001, wait))
             try:
-                data = self.sock.recv(65536)  # under glibc's mmap threshold
+                data: bytes | None = self.sock.recv(65536)  # under glibc's mmap threshold
             except TimeoutError:
-                return
+                data = None
             except OSError:
                 data = b""
-            if not data:
+            if data == b"":
                 raise ConnectionDied("server closed the connection")
-            for item in self.decoder.feed(data):
-                if isinstance(item, FrameError):
-                    raise RuntimeError(f"user {self.index}: bad frame {item}")
-                self.on_frame(item)
+            if data:
+                self.take(data)
+            self.maybe_ack()
             if time.monotonic() >= deadline or (until_reply and self.replies):
                 return
 
+    def take(self, data: bytes) -> None:
+        for item in self.decoder.feed(data):
+            if isinstance(item, FrameError):
+                raise RuntimeError(f"user {self.index}: bad frame {item}")
+            self.on_frame(item)
+
     def on_frame(self, msg: Message) -> None:
         msgid = msg.get("msgid")
-        if msgid in (MsgId.ONE_CHAT_MSG, MsgId.GROUP_CHAT_MSG):
-            self.record(msg, "live")
+        if msgid in CHAT:
+            self.on_chat(msg, "stored" if msg.get("stored") is True else "live")
+            return
+        if msgid == MsgId.RECEIPT:
+            with self.ledger.lock:
+                self.ledger.receipts += 1
             return
         if msgid == MsgId.LOGIN_MSG_ACK and msg.get("errno") == 0:
-            # Here, not after the request returns: frames read in the same chunk
-            # after the ack came after its offline messages.
+            # Here, not after the request returns: frames read in the same
+            # chunk after the ack belong to this login.
+            self.login_no += 1
             for item in msg.get("offlinemsg", []):
-                self.record(item, "offline")
+                self.on_chat(item, "offline")
         if "seq" in msg:
             self.replies[msg["seq"]] = msg
 
-    def record(self, msg: Message, how: str) -> None:
+    def on_chat(self, msg: Message, how: str) -> None:
+        """A chat message read: to the application unless its mid was seen; to acknowledge."""
+        mid = msg.get("mid")
+        mid = mid if type(mid) is int else None
+        repeat = mid is not None and mid in self.seen_mids
+        if mid is not None:
+            self.seen_mids.add(mid)
+            if not self.unacked_count:
+                self.unacked_since = time.monotonic()
+            self.unacked_mid, self.unacked_count = mid, self.unacked_count + 1
         key = parse_text(str(msg.get("msg", "")))
         with self.ledger.lock:
             if key is None or key[0] != msg.get("id"):
                 self.ledger.foreign += 1
                 return
-            self.ledger.received[self.user_id].append((key[0], key[1], self.ledger.now(), how))
+            self.ledger.received[self.user_id].append(Received(
+                key[0], key[1], self.ledger.now(), how, mid, self.login_no, repeat))
+
+    def maybe_ack(self, force: bool = False) -> None:
+        """Acknowledge what was read: every ``--ack-every`` messages or ACK_DELAY after one."""
+        if self.hold_acks or not self.unacked_count or self.sock is None:
+            return
+        if not force and self.unacked_count < self.soak.args.ack_every and \
+                time.monotonic() - self.unacked_since < ACK_DELAY:
+            return
+        self.send({"msgid": MsgId.DELIVERY_ACK, "mid": self.unacked_mid})
+        self.unacked_mid, self.unacked_count = None, 0
+        with self.ledger.lock:
+            self.ledger.acks_sent += 1
 
     def request(self, msg: Message) -> Message:
         self.seq += 1
@@ -330,6 +330,10 @@ class User(threading.Thread):
 
     # -- business --------------------------------------------------------------
 
+    def login_request(self) -> Message:
+        return {"msgid": MsgId.LOGIN_MSG, "id": self.user_id, "password": PASSWORD,
+                "ack": True}
+
     def login(self) -> None:
         """Connect if needed and log in, retrying errno 2 and 9; reconnect on any death."""
         started = time.monotonic()
@@ -338,8 +342,7 @@ class User(threading.Thread):
             try:
                 if self.sock is None:
                     self.connect()
-                ack = self.request({"msgid": MsgId.LOGIN_MSG, "id": self.user_id,
-                                    "password": PASSWORD})
+                ack = self.request(self.login_request())
             except ConnectionDied as exc:
                 self.close(exc.reason)
                 time.sleep(0.05)
@@ -390,7 +393,7 @@ class User(threading.Thread):
         record.t_reply = self.ledger.now()
         record.errno = reply.get("errno")
         if reply.get("msgid") == MsgId.CHAT_MSG_ACK and reply.get("errno") == 0:
-            record.outcome, record.state = "acked", reply.get("state")
+            record.outcome, record.state, record.mid = "acked", reply.get("state"), reply.get("mid")
         else:
             record.outcome = "refused"
 
@@ -399,6 +402,46 @@ class User(threading.Thread):
         if ack.get("errno") != 0:
             raise RuntimeError(f"user {self.index}: logout refused {ack}")
         self.end_span("logout")
+
+    def client_fault(self) -> None:
+        """Reset the connection at a bad moment (docs/soak.md), then come back."""
+        kind = self.rng.choice(CLIENT_FAULTS)
+        with self.ledger.lock:
+            self.ledger.client_faults[kind] += 1
+        if kind == "before-reading":
+            self.close("client-reset", reset=True)
+            self.connect()
+            self.send(self.login_request())
+        elif kind == "mid-read":
+            if self.rng.random() < 0.5:  # at a login, while the backlog comes out
+                self.close("client-reset", reset=True)
+                self.connect()
+                self.send(self.login_request())
+            time.sleep(self.rng.uniform(0.02, 0.3))  # bytes pile up unread
+            self.read_part(self.rng.randint(1, 4096))
+        else:
+            self.hold_acks = True
+            try:
+                self.pump(self.rng.uniform(0.05, 0.3))
+            finally:
+                self.hold_acks = False
+        self.close("client-reset", reset=True)
+        time.sleep(self.rng.uniform(0.0, 0.2))
+        self.login()
+
+    def read_part(self, size: int) -> None:
+        """One read of at most ``size`` bytes: the whole frames in it reach the application."""
+        assert self.sock is not None
+        self.sock.settimeout(1.0)
+        try:
+            data = self.sock.recv(size)
+        except TimeoutError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            raise ConnectionDied("server closed the connection")
+        self.take(data)
 
     def run(self) -> None:
         try:
@@ -409,18 +452,21 @@ class User(threading.Thread):
 
     def _run(self) -> None:
         soak = self.soak
+        shares = soak.args
         self.login()
         while not soak.stop_sending.is_set():
             try:
                 if not self.logged_in:
                     self.login()
                 r = self.rng.random()
-                if r < soak.logout_share:
+                if r < shares.logout_share:
                     self.logout()
                     self.pump(self.rng.uniform(0.1, 1.0))
-                elif r < soak.logout_share + soak.reconnect_share:
+                elif r < shares.logout_share + shares.reconnect_share:
                     self.close("client-close")
                     time.sleep(self.rng.uniform(0.05, 0.5))
+                elif r < shares.logout_share + shares.reconnect_share + shares.reset_share:
+                    self.client_fault()
                 else:
                     self.chat_once()
                     self.pump(self.rng.expovariate(soak.rate))
@@ -428,7 +474,7 @@ class User(threading.Thread):
                 self.close(exc.reason)
         # Quiet period: keep reading what is still on its way.
         self.idle_until(soak.drain)
-        # Final drain: log out and in again, so every stored message comes in the ack.
+        # Final drain: log out and in again, so every stored message comes out.
         while True:
             try:
                 if self.logged_in:
@@ -448,6 +494,10 @@ class User(threading.Thread):
                 self.pump(0.2)
             except ConnectionDied as exc:
                 self.close(exc.reason)
+        try:
+            self.maybe_ack(force=True)  # nothing read is left unacknowledged
+        except ConnectionDied as exc:
+            self.close(exc.reason)
 
 
 # -- the run --------------------------------------------------------------------------
@@ -459,8 +509,6 @@ class Soak:
         self.seed = args.seed
         self.rate = args.rate
         self.group_share = args.group_share
-        self.logout_share = args.logout_share
-        self.reconnect_share = args.reconnect_share
         self.ledger = Ledger()
         self.cluster = Cluster(args.threads, args.nginx, not args.same_session)
         self.stop_sending = threading.Event()
@@ -578,14 +626,15 @@ class Soak:
         finally:
             self.hard_stop.set()
             self.cluster.stop()
-        report = self.check()
+        report = check(self.ledger)
         report["offline_rows_left"] = leftover
         report["machine"] = info
         report["config"] = {k: getattr(self.args, k) for k in (
-            "seconds", "users", "rate", "threads", "nginx", "down", "seed", "same_session")}
+            "seconds", "users", "rate", "threads", "nginx", "down", "seed", "same_session",
+            "reset_share", "ack_every")}
         report["faults"] = self.ledger.faults
         report["user_errors"] = [u.error for u in self.users if u.error]
-        report["server_log_warnings"] = _log_summary(self.cluster.logs)
+        report["server_log_warnings"] = log_summary(self.cluster.logs)
         return report
 
     def _sleep_until(self, at: float) -> None:
@@ -605,207 +654,6 @@ class Soak:
                 return
             time.sleep(0.1)
 
-    # -- the verdict -------------------------------------------------------------
-
-    def check(self) -> dict[str, Any]:
-        ledger = self.ledger
-        kills = [f["t"] for f in ledger.faults if f["kind"] == "kill-server"]
-        got: dict[tuple[int, int, int], int] = Counter()  # (recipient, sender, counter)
-        for recipient, items in ledger.received.items():
-            for sender, counter, _, _ in items:
-                got[(recipient, sender, counter)] += 1
-        outcomes = Counter(s.outcome for s in ledger.sent.values())
-        states = Counter(s.state for s in ledger.sent.values() if s.outcome == "acked")
-        expected = delivered = 0
-        lost: list[dict[str, Any]] = []
-        in_flight: list[dict[str, Any]] = []
-        client_gone: list[dict[str, Any]] = []
-        duplicates: list[dict[str, Any]] = []
-        unknown = Counter()
-        for key, s in ledger.sent.items():
-            for r in s.recipients:
-                n = got.get((r, *key), 0)
-                if s.outcome == "unknown":
-                    unknown["delivered" if n else "not_delivered"] += 1
-                if s.outcome != "acked":
-                    continue
-                expected += 1
-                entry = {"sender": s.sender, "counter": s.counter, "recipient": r,
-                         "kind": s.kind, "state": s.state, "t_send": round(s.t_send, 3),
-                         "t_ack": round(s.t_reply or 0, 3)}
-                if n == 0:
-                    dead = self._dead_span(r, s, kills)
-                    if dead is not None:
-                        entry["recipient_connection_closed"] = round(dead[1].end or 0, 3)
-                        (in_flight if dead[0] == "kill" else client_gone).append(entry)
-                    else:
-                        entry["recipient_sessions"] = [
-                            (round(x.start, 2), x.end and round(x.end, 2), x.reason)
-                            for x in ledger.sessions[r]]
-                        lost.append(entry)
-                else:
-                    delivered += 1
-                    if n > 1:
-                        duplicates.append({**entry, "times": n})
-        order_all = self._order_violations()
-        outages = self._redis_outages()
-        order_outage = [o for o in order_all
-                        if any(a <= o["late_sent"][0] <= b for a, b in outages)]
-        order = [o for o in order_all if o not in order_outage]
-        waits = sorted(ledger.login_waits)
-        return {
-            "ok": not lost and not duplicates and not order,
-            "sent": len(ledger.sent),
-            "outcomes": dict(outcomes),
-            "ack_states": {str(k): v for k, v in states.items()},
-            "expected_deliveries": expected,
-            "delivered": delivered,
-            "lost": len(lost),
-            "in_flight_at_kill": len(in_flight),
-            "in_flight_at_client_close": len(client_gone),
-            "duplicated": len(duplicates),
-            "order_violations": len(order),
-            "order_violations_redis_outage": len(order_outage),
-            "unknown_deliveries": dict(unknown),
-            "refused_by_errno": dict(Counter(
-                str(s.errno) for s in ledger.sent.values() if s.outcome == "refused")),
-            "received_live": sum(1 for items in ledger.received.values()
-                                 for *_, how in items if how == "live"),
-            "received_offline": sum(1 for items in ledger.received.values()
-                                    for *_, how in items if how == "offline"),
-            "foreign_frames": ledger.foreign,
-            "logins": len(waits),
-            "login_retries_by_errno": {str(k): v for k, v in ledger.login_retries.items()},
-            "login_wait_max_s": round(waits[-1], 2) if waits else 0.0,
-            "stuck_logins": ledger.stuck_logins,
-            "examples": {"lost": lost[:10], "in_flight_at_kill": in_flight[:10],
-                         "in_flight_at_client_close": client_gone[:10],
-                         "duplicated": duplicates[:10], "order": order[:10],
-                         "order_redis_outage": order_outage[:10]},
-        }
-
-    def _dead_span(self, recipient: int, s: Sent,
-                   kills: list[float]) -> tuple[str, SessionSpan] | None:
-        """The recipient's connection that the message was in flight to when it died.
-
-        The server wrote the message to the recipient's connection (or to
-        Redis for it) between the request and its ack; that connection was
-        then closed, by a server kill ("kill") or by the client itself, which
-        dropped its connection without reading what was on its way
-        ("client").
-        """
-        t_ack = s.t_reply if s.t_reply is not None else s.t_send
-        # Sent while Redis was down, it may have been stored and written only
-        # when the recipient's server flushed, as late as the outage's end.
-        outage_end = next((b for a, b in self._redis_outages() if a <= s.t_send <= b), None)
-        for span in self.ledger.sessions[recipient]:
-            if span.end is None:
-                continue
-            written = t_ack if outage_end is None else max(t_ack, min(span.end, outage_end))
-            # The server sees a client's close a moment after the client made
-            # it; what it sends to the connection meanwhile is lost all the same.
-            late = CLOSE_NOTICED if span.reason == "client-close" else 0.0
-            if not (span.start <= written and s.t_send <= span.end + late):
-                continue
-            if span.end - written > IN_FLIGHT_KILL_WINDOW:
-                continue
-            if span.reason == "server-closed" and any(
-                    0 <= span.end - k <= IN_FLIGHT_KILL_WINDOW for k in kills):
-                return "kill", span
-            if span.reason in ("client-close", "reply-timeout") and span.end - written <= 1.0:
-                return "client", span
-        return None
-
-    def _redis_outages(self) -> list[tuple[float, float]]:
-        """Windows whose stored messages may be flushed after newer live ones.
-
-        From the kill until the restarted Redis is surely seen by every server
-        (subscriber backoff at most 2 s, heartbeat 1.5 s) plus a margin.
-        """
-        out, start = [], None
-        for f in self.ledger.faults:
-            if f["kind"] == "kill-redis":
-                start = f["t"]
-            elif f["kind"] == "redis-restarted" and start is not None:
-                out.append((start, f["t"] + REDIS_SETTLE))
-                start = None
-        return out
-
-    def _sessions_near(self, user: int, t: float) -> list[tuple[Any, ...]]:
-        return [(round(x.start, 2), x.end and round(x.end, 2), x.reason)
-                for x in self.ledger.sessions[user]
-                if x.start - 5 <= t <= (x.end or 1e9) + 5]
-
-    def _order_violations(self) -> list[dict[str, Any]]:
-        acked = {k for k, s in self.ledger.sent.items() if s.outcome == "acked"}
-        out = []
-        for recipient, items in self.ledger.received.items():
-            last: dict[int, int] = {}
-            seen: set[tuple[int, int]] = set()
-            for sender, counter, t, how in items:
-                if (sender, counter) not in acked or (sender, counter) in seen:
-                    continue
-                seen.add((sender, counter))
-                if counter < last.get(sender, 0):
-                    late, early = self.ledger.sent[(sender, counter)], self.ledger.sent[
-                        (sender, last[sender])]
-                    out.append({
-                        "sender": sender, "recipient": recipient, "counter": counter,
-                        "after": last[sender], "t": round(t, 3), "how": how,
-                        "late_sent": (round(late.t_send, 3), late.kind, late.state),
-                        "early_sent": (round(early.t_send, 3), early.kind, early.state),
-                        "recipient_sessions": self._sessions_near(recipient, late.t_send),
-                        "sender_sessions": self._sessions_near(sender, late.t_send)})
-                last[sender] = max(last.get(sender, 0), counter)
-        return out
-
-
-def _log_summary(logs: list[str]) -> dict[str, int]:
-    """How often the servers logged the lines that matter for delivery."""
-    patterns = {
-        "message_lost_storage_unavailable": "lost, storage unavailable",
-        "offline_not_deleted_yet": "not deleted yet",
-        "still_marked_online": "still marked online",
-        "subscription_not_confirmed": "not confirmed in time",
-        "bug": "bug while",
-        "traceback": "Traceback",
-    }
-    text = "".join(logs)
-    return {name: text.count(p) for name, p in patterns.items()}
-
-
-def format_report(r: dict[str, Any]) -> str:
-    lines = [
-        f"soak: {r['config']['seconds']} s, {r['config']['users']} users, "
-        f"{'nginx' if r['config']['nginx'] else 'direct'}; faults: "
-        + ", ".join(f"{f['kind']}@{f['t']}" for f in r["faults"]),
-        f"messages sent {r['sent']}: {r['outcomes']}; ack states {r['ack_states']}; "
-        f"refused by errno {r['refused_by_errno']}",
-        f"acknowledged deliveries expected {r['expected_deliveries']}: delivered "
-        f"{r['delivered']} (live {r['received_live']}, offline {r['received_offline']} "
-        f"frames received in all)",
-        f"  lost {r['lost']}, in flight at a kill {r['in_flight_at_kill']}, in flight when the "
-        f"client dropped its connection {r['in_flight_at_client_close']}, duplicated "
-        f"{r['duplicated']}, order violations {r['order_violations']} (+ "
-        f"{r['order_violations_redis_outage']} of messages stored during a Redis outage, "
-        "a known limit)",
-        f"  sent without an ack (sender's connection died): per recipient "
-        f"{r['unknown_deliveries']}",
-        f"logins {r['logins']}, retries by errno {r['login_retries_by_errno']}, longest "
-        f"login wait {r['login_wait_max_s']} s, stuck (> {LOGIN_PATIENCE:g} s) "
-        f"{r['stuck_logins']}",
-        f"offline rows left in the database: {r['offline_rows_left']}; server log: "
-        f"{r['server_log_warnings']}",
-    ]
-    for name, items in r["examples"].items():
-        for item in items[:3]:
-            lines.append(f"  e.g. {name}: {item}")
-    if r["user_errors"]:
-        lines.append(f"client errors: {r['user_errors'][:3]}")
-    lines.append("verdict: " + ("OK" if r["ok"] and not r["user_errors"] else "FAILED"))
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="load phase length")
@@ -814,6 +662,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--group-share", type=float, default=0.25)
     p.add_argument("--logout-share", type=float, default=0.01)
     p.add_argument("--reconnect-share", type=float, default=0.005)
+    p.add_argument("--reset-share", type=float, default=0.01,
+                   help="share of a user's turns that reset its connection at a bad moment")
+    p.add_argument("--ack-every", type=int, default=16,
+                   help="a client acknowledges every N messages (or 100 ms after one)")
     p.add_argument("--threads", type=int, default=2, help="sub-reactors per chat server")
     p.add_argument("--down", type=float, default=1.5, help="seconds each fault lasts")
     p.add_argument("--quiet", type=float, default=3.0, help="seconds to settle at the end")

@@ -59,8 +59,10 @@ def wait_until(instant: float) -> None:
 def logged_in(cfg: dict[str, Any], n: int, suffix: str = "",
               setup_timeout: float = 120.0) -> UserPool:
     """``n`` users on ``cfg["host"]:cfg["port"]`` named ``cfg["prefix"] + suffix + i``,
-    registered and logged in (within ``cfg["setup_timeout"]``, else ``setup_timeout``)."""
-    pool = UserPool(cfg["host"], cfg["port"], n, cfg["prefix"] + suffix)
+    registered and logged in (within ``cfg["setup_timeout"]``, else ``setup_timeout``),
+    with acknowledged delivery if ``cfg["ack"]`` is set and not "off"."""
+    pool = UserPool(cfg["host"], cfg["port"], n, cfg["prefix"] + suffix,
+                    acking=cfg.get("ack", "off") != "off")
     pool.setup(timeout=cfg.get("setup_timeout", setup_timeout))
     return pool
 

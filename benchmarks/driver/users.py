@@ -89,12 +89,15 @@ class UserPool:
     """``n`` connections on one selector, registered and logged in by `setup`.
 
     Pass ``sel`` to put the connections on another pool's selector (one loop over
-    both); `close` then leaves that selector open for its owner to close.
+    both); `close` then leaves that selector open for its owner to close.  With
+    ``acking`` the users log in with acknowledged delivery (``"ack": true``).
     """
 
     def __init__(self, host: str, port: int, n: int, name_prefix: str,
-                 password: str = "pw", sel: selectors.BaseSelector | None = None) -> None:
+                 password: str = "pw", sel: selectors.BaseSelector | None = None,
+                 acking: bool = False) -> None:
         self.host = host
+        self.acking = acking
         self.port = port
         self._own_sel = sel is None
         self.sel = selectors.DefaultSelector() if sel is None else sel
@@ -110,9 +113,10 @@ class UserPool:
             MsgId.REG_MSG_ACK, timeout)
         for c, ack in zip(self.conns, acks, strict=True):
             c.user_id = ack["id"]
+        login = {"msgid": MsgId.LOGIN_MSG, "ack": True} if self.acking else {
+            "msgid": MsgId.LOGIN_MSG}
         self.request_all(
-            lambda c: encode({"msgid": MsgId.LOGIN_MSG, "id": c.user_id,
-                              "password": c.password}),
+            lambda c: encode({**login, "id": c.user_id, "password": c.password}),
             MsgId.LOGIN_MSG_ACK, timeout)
 
     def connect(self) -> None:

@@ -117,3 +117,25 @@ def test_online_one_to_one_chat_touches_no_store() -> None:
     assert json.loads(b.sent[0])["msg"] == "hi"
     assert json.loads(a.sent[0])["msg"] == "yo"
     assert json.loads(b.sent[1])["state"] == "delivered"
+
+
+def test_pingpong_with_acknowledged_delivery_runs(tmp_path: Path) -> None:
+    out = tmp_path / "pingpong.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--pairs", "2", "--seconds", "0.5",
+         "--targets", "t1", "--ack", "off,every,batch", "--json", str(out)],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [r["target"] for r in rows] == [
+        "server -t 1, ack off", "server -t 1, ack every", "server -t 1, ack batch"]
+    off, every, batch = rows
+    assert off["acks_sent"] == off["receipts"] == 0 and off["rate_vs_ack_off"] == 1.0
+    # Every message acknowledged by itself; a batch covers several; each ack
+    # brings its sender a receipt per message.
+    assert every["acks_sent"] >= every["delivered"] > 0 and every["receipts"] > 0
+    assert 0 < batch["acks_sent"] < batch["delivered"] and batch["receipts"] > 0
+    for row in rows:
+        assert row["errors"] == 0 and row["lost_in_flight"] == 0
+        assert row["rate_vs_ack_off"] > 0
