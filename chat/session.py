@@ -51,8 +51,8 @@ class Session:
     ``post`` runs a callable in the connection's own loop thread (the entry
     point wires it to the connection's ``post``, which follows the
     connection when it moves to another loop), so work that must not
-    interleave with the connection's handlers, such as flushing offline
-    messages, can be sent there from other threads.
+    interleave with the connection's handlers, such as the rest of a request
+    a worker thread did, can be sent there from other threads.
     """
 
     post: Callable[[Callable[[], None]], None]
