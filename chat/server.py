@@ -27,6 +27,7 @@ from chat.protocol import FrameDecoder
 from chat.service import ChatService
 from chat.session import Session
 from chat.store import open_store
+from chat.web.gateway import WebGateway
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
@@ -54,6 +55,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    default=env("CHAT_TURNS", "on").lower() not in ("off", "0", "no", "false"),
                    help="sub-reactor threads take turns, as reactor/turn.py explains "
                         "(CHAT_TURNS=on|off, default on where Python has a GIL)")
+    p.add_argument("--ws-port", type=int,
+                   default=int(env("CHAT_WS_PORT")) if env("CHAT_WS_PORT") else None,
+                   help="also serve the web client and WebSocket chat (/ws) on this port; "
+                        "0 picks a free one (CHAT_WS_PORT, default off)")
+    p.add_argument("--ws-origins", default=env("CHAT_WS_ORIGINS", ""),
+                   help="comma-separated page origins allowed to open a WebSocket, '*' for "
+                        "any (CHAT_WS_ORIGINS, default: the page's own origin only)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
     limits = p.add_argument_group("limits")
@@ -98,6 +106,9 @@ class ChatServer:
         bus = make_bus(args.redis, self.server_id)
         self.service = ChatService(store, bus, self.server_id, self.limits)
         self.guard = ConnectionGuard(self.tcp, self.service, self.limits)
+        self.web: WebGateway | None = None
+        if args.ws_port is not None:
+            self.web = _web_gateway(self, args)
         self._stopping = False
 
     def start(self) -> None:
@@ -107,6 +118,18 @@ class ChatServer:
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
         host, port = self.tcp.address[:2]
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
+        if self.web is not None:
+            self.web.server.start()
+            self.loop.run_every(self.web.sweep_interval, self.web.sweep)
+            host, port = self.web.server.address[:2]
+            log.info("web client and WebSocket at http://%s:%d/ (ws path /ws)", host, port)
+
+    def new_session(self, post: Callable[[Callable[[], None]], None]) -> Session:
+        return Session(
+            post=post,
+            decoder=FrameDecoder(self.limits.max_frame),
+            bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
+        )
 
     def _retry_releases(self) -> None:
         # A database call: not in the accepting loop, but where handlers run.
@@ -115,11 +138,7 @@ class ChatServer:
     def on_connection(self, conn: TcpConnection) -> None:
         if conn.connected:
             if self.guard.admit(conn):
-                conn.context = Session(
-                    post=conn.post,
-                    decoder=FrameDecoder(self.limits.max_frame),
-                    bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
-                )
+                conn.context = self.new_session(conn.post)
         elif isinstance(conn.context, Session):
             self.guard.release()
             self.service.on_disconnect(conn, conn.context)
@@ -141,19 +160,32 @@ class ChatServer:
         self._stopping = True
         log.info("shutting down")
         self.tcp.stop_accepting()
+        if self.web is not None:
+            self.web.server.stop_accepting()
         self.service.shutdown()
         for conn in self.tcp.connections():
             conn.shutdown()
+        if self.web is not None:
+            self.web.going_away()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         self.loop.run_every(0.05, lambda: self._quit_when_drained(deadline))
 
     def _quit_when_drained(self, deadline: float) -> None:
         remaining = self.tcp.connections()
+        if self.web is not None:
+            remaining += self.web.server.connections()
         if remaining and time.monotonic() < deadline:
             return
         for conn in remaining:
             conn.force_close()
         self.loop.quit()
+
+
+def _web_gateway(server: ChatServer, args: argparse.Namespace) -> WebGateway:
+    web_server = TcpServer(server.loop, (args.host, args.ws_port), "web",
+                           share_pool_of=server.tcp)
+    origins = [o.strip() for o in args.ws_origins.split(",")]
+    return WebGateway(web_server, server.service, server.limits, server.new_session, origins)
 
 
 def watch_signals(loop: EventLoop, on_stop: Callable[[], None]) -> None:
@@ -206,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_signals(loop, server.stop)
     server.start()
     loop.loop()
+    if server.web is not None:
+        server.web.server.stop()  # before the pool it shares stops with the TCP server
     server.tcp.stop()
     log.info("stopped")
     return 0
