@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="sub-reactor threads take turns, as reactor/turn.py explains "
                         "(CHAT_TURNS=on|off, default on where Python has a GIL)")
     p.add_argument("--ws-port", type=int,
-                   default=int(env("CHAT_WS_PORT")) if env("CHAT_WS_PORT") else None,
+                   default=int(env("CHAT_WS_PORT", "0")) if env("CHAT_WS_PORT") else None,
                    help="also serve the web client and WebSocket chat (/ws) on this port; "
                         "0 picks a free one (CHAT_WS_PORT, default off)")
     p.add_argument("--ws-origins", default=env("CHAT_WS_ORIGINS", ""),

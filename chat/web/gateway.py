@@ -26,13 +26,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import cast
 from urllib.parse import urlsplit
 
 import h11
 import orjson
 from wsproto.connection import Connection as WsProtocol
 from wsproto.connection import ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Event, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from wsproto.utilities import generate_accept_token
 
 from chat.limits import Limits
@@ -185,7 +186,7 @@ class WebGateway:
             out += http.send(h11.Data(data=body)) or b""
         out += http.send(h11.EndOfMessage()) or b""
         tcp.send(out)
-        if close or http.our_state is h11.MUST_CLOSE:
+        if close or cast(object, http.our_state) is h11.MUST_CLOSE:
             tcp.shutdown()
 
     # -- the upgrade ----------------------------------------------------------------
@@ -207,8 +208,8 @@ class WebGateway:
             self._respond(tcp, peer, 403, b"origin not allowed\n", close=True)
             return
         out = peer.http.send(h11.InformationalResponse(status_code=101, headers=[
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", generate_accept_token(key.encode()))]))
+            (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", generate_accept_token(key.encode()))]))
         tcp.send(out or b"")
         trailing, _closed = peer.http.trailing_data
         ws = WebSocketConnection(tcp, WsProtocol(ConnectionType.SERVER))
@@ -235,10 +236,10 @@ class WebGateway:
             if isinstance(event, TextMessage):
                 self._on_text(peer, ws, session, event)
             elif isinstance(event, BytesMessage):
-                self._close(peer, ws, UNSUPPORTED_DATA, "text messages only")
+                self._close(peer, ws, UNSUPPORTED_DATA, "text messages only", in_loop=True)
             elif isinstance(event, CloseConnection):
                 # A frame wsproto could not parse (1002, 1007): say why, close.
-                self._close(peer, ws, event.code, event.reason or "")
+                self._close(peer, ws, event.code, event.reason or "", in_loop=True)
 
     def _on_text(self, peer: _Peer, ws: WebSocketConnection, session: Session,
                  event: TextMessage) -> None:
@@ -247,7 +248,7 @@ class WebGateway:
         if peer.size > self.limits.max_frame:
             log.info("%s: message over %d bytes, closing", ws.name, self.limits.max_frame)
             self._close(peer, ws, MESSAGE_TOO_BIG, f"messages are at most "
-                        f"{self.limits.max_frame} bytes")
+                        f"{self.limits.max_frame} bytes", in_loop=True)
             return
         peer.parts.append(chunk)
         if not event.message_finished:
@@ -260,10 +261,14 @@ class WebGateway:
         text = text.replace(b"\n", b" ").replace(b"\0", b" ")
         self.service.on_data(ws, session, text + b"\n")
 
-    def _close(self, peer: _Peer, ws: WebSocketConnection, code: int, reason: str) -> None:
+    def _close(self, peer: _Peer, ws: WebSocketConnection, code: int, reason: str,
+               in_loop: bool = False) -> None:
         if peer.closing_since is None:
             peer.closing_since = time.monotonic()
-        ws.close(code, reason)
+        if in_loop:
+            ws.close_in_loop(code, reason)
+        else:
+            ws.close(code, reason)
 
     # -- timers and shutdown (main loop) ---------------------------------------------------
 

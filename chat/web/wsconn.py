@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from wsproto.connection import Connection as WsProtocol
@@ -34,7 +35,8 @@ class WebSocketConnection:
     """One upgraded TCP connection, speaking the chat protocol in text messages.
 
     ``send``, ``close``, ``ping``, ``shutdown``, ``force_close`` and ``post``
-    are safe from any thread; ``receive`` belongs to the TCP connection's loop.
+    are safe from any thread; ``receive`` and ``close_in_loop`` belong to the
+    TCP connection's loop.
     """
 
     def __init__(self, tcp: TcpConnection, ws: WsProtocol) -> None:
@@ -93,10 +95,20 @@ class WebSocketConnection:
     # -- the WebSocket itself ---------------------------------------------------
 
     def close(self, code: int, reason: str = "") -> None:
-        """Send a Close frame (if not sent yet) and half-close the TCP connection.
+        """``close_in_loop`` in the connection's loop. Safe from any thread.
+
+        Not done from here: a ``shutdown`` from another thread marks the TCP
+        connection as closing at once, and the loop, finishing a write of
+        earlier bytes meanwhile, could half-close it before the Close frame
+        queued just before that shutdown reached the output.
+        """
+        self.tcp.post(partial(self.close_in_loop, code, reason))
+
+    def close_in_loop(self, code: int, reason: str = "") -> None:
+        """Send a Close frame (if not sent yet) and half-close once it is written.
 
         The peer answers with its Close and then closes the socket, which ends
-        the connection; one that does not is ended by the idle sweep.
+        the connection; one that does not is ended by the sweep. Loop thread only.
         """
         with self._lock:
             if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
@@ -119,9 +131,12 @@ class WebSocketConnection:
             self._ws.receive_data(data)
             events = list(self._ws.events())
             for event in events:
-                if isinstance(event, Ping):
+                if isinstance(event, Ping) or (
+                        isinstance(event, CloseConnection)
+                        and self._ws.state is ConnectionState.REMOTE_CLOSING):
                     self.tcp.send(self._ws.send(event.response()))
-                elif (isinstance(event, CloseConnection)
-                      and self._ws.state is ConnectionState.REMOTE_CLOSING):
-                    self.tcp.send(self._ws.send(event.response()))
+            state: ConnectionState = self._ws.state  # changed by the events
+            closed = state is ConnectionState.CLOSED
+        if closed:  # both Close frames are out: the server ends the TCP connection
+            self.tcp.shutdown()
         return events
