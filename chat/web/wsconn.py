@@ -21,7 +21,7 @@ from wsproto.connection import Connection as WsProtocol
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event, Message, Ping
 
-from reactor import TcpConnection
+from reactor import EventLoop, TcpConnection
 
 log = logging.getLogger("chat.web")
 
@@ -55,6 +55,19 @@ class WebSocketConnection:
     @property
     def peer_address(self) -> Any:
         return self.tcp.peer_address
+
+    # The reactor's placement (TcpConnection.talks_to) sees the TCP connection
+    # under the WebSocket when a TCP user talks to this one.
+    @property
+    def loop(self) -> EventLoop:
+        return self.tcp.loop
+
+    @property
+    def serial(self) -> int:
+        return self.tcp.serial
+
+    def move_to(self, loop: EventLoop) -> None:
+        self.tcp.move_to(loop)
 
     @property
     def open(self) -> bool:

@@ -183,7 +183,8 @@ def test_a_web_user_and_a_tcp_user_chat_both_ways(web_server: ServerProcess,
         tcp_name = unique("tcp")
         tcp_id = tcp.register(tcp_name, "pw")["id"]
         assert tcp.login(tcp_id, "pw")["errno"] == 0
-        tcp.send({"msgid": MsgId.ONE_CHAT_MSG, "to": web_id, "msg": "hi from tcp"})
+        assert tcp.chat(web_id, "hi from tcp", seq=1) == {
+            "msgid": MsgId.CHAT_MSG_ACK, "seq": 1, "errno": 0, "ref": 5, "state": "delivered"}
         got = ws.expect(MsgId.ONE_CHAT_MSG)
         assert (got["id"], got["name"], got["msg"]) == (tcp_id, tcp_name, "hi from tcp")
         ws.send_json({"msgid": MsgId.ONE_CHAT_MSG, "to": tcp_id, "msg": "hi from the web",
