@@ -16,7 +16,6 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.support.server import ServerProcess
-from tests.support.wsclient import web_port
 
 CHROMIUM = Path(os.environ.get("CHAT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,7 +39,6 @@ def browser() -> Iterator[Browser]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = f"sqlite:///{tmp_path_factory.mktemp('db') / 'chat.db'}"
     proc = ServerProcess(db, threads=2, extra=["--ws-port", "0"]).start()
-    proc.web_port = web_port(proc)
     yield proc
     proc.kill()
 

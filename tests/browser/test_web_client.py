@@ -24,10 +24,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}{os.urandom(3).hex()}"
 
 
-def port_of(server: ServerProcess) -> int:
-    port: int = server.web_port  # type: ignore[attr-defined]
-    return port
-
 
 def add_friend(page: Page, friend_id: int) -> None:
     page.fill("#friend-id", str(friend_id))
@@ -55,7 +51,7 @@ def wait_for_text(page: Page, text: str) -> None:
 
 def test_two_pages_register_befriend_and_chat_both_ways(server: ServerProcess,
                                                         open_page: OpenPage) -> None:
-    alice, bob = open_page(port_of(server)), open_page(port_of(server))
+    alice, bob = open_page(web_port(server)), open_page(web_port(server))
     alice_id = register(alice, unique("alice"))
     bob_id = register(bob, unique("bob"))
     add_friend(alice, bob_id)
@@ -75,7 +71,7 @@ def test_two_pages_register_befriend_and_chat_both_ways(server: ServerProcess,
 
 
 def test_a_page_and_a_tcp_client_chat(server: ServerProcess, open_page: OpenPage) -> None:
-    page = open_page(port_of(server))
+    page = open_page(web_port(server))
     page_id = register(page, unique("web"))
     tcp = server.connect()
     try:
@@ -94,7 +90,7 @@ def test_a_page_and_a_tcp_client_chat(server: ServerProcess, open_page: OpenPage
 
 def test_a_message_sent_while_the_page_was_closed_appears_at_login(
         server: ServerProcess, open_page: OpenPage) -> None:
-    first = open_page(port_of(server))
+    first = open_page(web_port(server))
     name = unique("away")
     page_id = register(first, name)
     first.context.close()  # the socket closes: the user goes offline
@@ -112,7 +108,7 @@ def test_a_message_sent_while_the_page_was_closed_appears_at_login(
         assert ack["state"] == "stored", ack
     finally:
         tcp.close()
-    again = open_page(port_of(server))
+    again = open_page(web_port(server))
     assert log_in(again, str(page_id)) == page_id
     expect(again.locator(f"#friends li[data-key='u:{tcp_id}'] .unread")).to_have_text("1")
     open_conversation(again, f"u:{tcp_id}")
@@ -185,12 +181,12 @@ def other_site() -> Iterator[str]:
 
 def test_a_page_of_another_origin_cannot_open_a_websocket(
         server: ServerProcess, open_page: OpenPage, other_site: str) -> None:
-    page = open_page(port_of(server))
+    page = open_page(web_port(server))
     page.goto(other_site + "/")
     outcome = page.evaluate("""url => new Promise(done => {
         const socket = new WebSocket(url);
         socket.onopen = () => done("open");
         socket.onerror = () => done("refused");
-    })""", f"ws://127.0.0.1:{port_of(server)}/ws")
+    })""", f"ws://127.0.0.1:{web_port(server)}/ws")
     assert outcome == "refused"
     server.wait_for_log(f"origin '{other_site}' refused")

@@ -7,13 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.server import ServerProcess
-from tests.support.wsclient import web_port
 
 
 @pytest.fixture(scope="module")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = f"sqlite:///{tmp_path_factory.mktemp('db') / 'chat.db'}"
     proc = ServerProcess(db, threads=2, extra=["--ws-port", "0", "--idle-timeout", "3"]).start()
-    proc.web_port = web_port(proc)  # type: ignore[attr-defined]
     yield proc
     proc.kill()
