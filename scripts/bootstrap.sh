@@ -31,6 +31,9 @@ fi
 if [ "$mode" = test ]; then
     apt_install pkg-config libmariadb-dev gcc python3-dev mariadb-server redis-server \
         nginx libnginx-mod-stream openssl procps
+    # The browser tests drive Debian's chromium with Playwright (the web-test
+    # extra); nothing ever runs `playwright install` or downloads a browser.
+    apt_install chromium
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

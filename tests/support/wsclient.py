@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -45,8 +46,10 @@ class WsClient:
     """One WebSocket to the chat server; ``recv_json`` skips pings (wsproto answers)."""
 
     def __init__(self, port: int, origin: str | None = None, timeout: float = 10.0,
-                 auto_pong: bool = True) -> None:
+                 auto_pong: bool = True, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.timeout = timeout
         self.auto_pong = auto_pong
         self.ws = WSConnection(ConnectionType.CLIENT)
@@ -54,7 +57,8 @@ class WsClient:
         self.pings = 0
         self.closed: CloseConnection | None = None
         host = f"127.0.0.1:{port}"
-        headers = [(b"Origin", (origin or f"http://{host}").encode())]
+        scheme = "https" if tls is not None else "http"
+        headers = [(b"Origin", (origin or f"{scheme}://{host}").encode())]
         self.sock.sendall(self.ws.send(Request(host=host, target="/ws", extra_headers=headers)))
         while True:
             event = self._next_event()
