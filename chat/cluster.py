@@ -142,8 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-port", type=int, default=6000, help="first chat port (6000)")
     p.add_argument("--port-step", type=int, default=2, help="port increment (2: 6000, 6002)")
     p.add_argument("--listen", type=int, default=8000, help="nginx port (8000)")
-    p.add_argument("--first-ws-port", type=int, default=7000,
-                   help="first chat server's web port (7000; then --port-step apart)")
+    p.add_argument("--first-ws-port", type=int, default=6100,
+                   help="first chat server's web port (6100; then --port-step apart)")
     p.add_argument("--web-listen", type=int, default=8080,
                    help="nginx's port for the web client (8080; with TLS, https)")
     p.add_argument("--no-nginx", action="store_true", help="chat servers only")
