@@ -98,6 +98,24 @@ class WebSocketConnection:
     def post(self, cb: Callable[[], None]) -> None:
         self.tcp.post(cb)
 
+    def run(self, cb: Callable[[], None]) -> None:
+        """``cb()`` now in the connection's own thread, else ``post`` it. Safe from any thread."""
+        run = getattr(self.tcp, "run", None)  # the reactor's own, where it has one
+        if run is not None:
+            run(cb)
+        elif self.tcp.loop.is_in_loop_thread():
+            cb()
+        else:
+            self.tcp.post(cb)
+
+    @property
+    def connected(self) -> bool:
+        return self.tcp.connected and self.open
+
+    def queued_bytes(self) -> int:
+        """Bytes sent and not yet taken by the kernel, WebSocket framing included."""
+        return self.tcp.output_buffer.readable_bytes()
+
     def shutdown(self) -> None:
         """Close the WebSocket normally once what was sent has gone out."""
         self.close(1000)
