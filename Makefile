@@ -1,5 +1,6 @@
 # The two commands a fresh machine needs (see README.md):
-#   make run    install the server and run it on the embedded SQLite default
+#   make run    install the server and run it on the embedded SQLite default,
+#               with the web client on http://127.0.0.1:8080/
 #   make test   install everything (Debian packages too, when root) and run every test
 # Then, in other terminals:
 #   make client               the interactive client, to the server of make run
@@ -8,7 +9,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-ARGS ?= -t 4
+ARGS ?= -t 4 --ws-port 8080
 HOST ?= 127.0.0.1
 PORT ?= 6000
 CLUSTER_ARGS ?= --servers 2

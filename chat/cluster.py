@@ -1,9 +1,11 @@
 """``python -m chat.cluster``: a whole cluster on this machine, for trying it out.
 
 Starts ``--servers`` chat servers on consecutive ports (``--first-port``,
-``--port-step``), all on one MySQL (``--db``) and one Redis (``--redis``), and
-nginx with a config rendered from ``conf/nginx.conf`` for exactly those ports,
-then prints where to connect.  With ``--tls-cert``/``--tls-key`` nginx runs
+``--port-step``, and their web ports from ``--first-ws-port``), all on one
+MySQL (``--db``) and one Redis (``--redis``), and nginx with a config
+rendered from ``conf/nginx.conf`` for exactly those ports (TCP chat on
+``--listen``, the web client on ``--web-listen``), then prints where to
+connect and the URL to open.  With ``--tls-cert``/``--tls-key`` nginx runs
 ``conf/nginx-tls.conf`` instead and clients connect with TLS.  Ctrl+C (or
 SIGTERM) stops everything it started, chat servers first so they log their
 users out.
@@ -36,9 +38,10 @@ STOP_GRACE = 10.0
 _LOAD_STREAM = re.compile(r"^[ \t]*load_module\s+\S*ngx_stream_module\.so\s*;.*$", re.M)
 _MAIN_ONLY = re.compile(r"^(pid|error_log|daemon)\s+[^;]*;.*$", re.M)  # given with -g
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server\s+[\w.\-\[\]:]+:\d+([^;]*);.*\n", re.M)
-_LISTEN = re.compile(r"^(\s*listen\s+)\S+", re.M)
+_LISTEN = re.compile(r"^(\s*listen\s+)[^\s;]+", re.M)
 _PROXY_PROTOCOL = re.compile(r"^\s*proxy_protocol\s+on;.*\n", re.M)
 _SSL_FILE = re.compile(r"^(\s*ssl_certificate(?:_key)?)\s+[^;]*;", re.M)
+_HTTP_BLOCK = re.compile(r"^http\s*\{", re.M)  # the web client's part, after stream {}
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,9 @@ def find_nginx(binary: str | None = None) -> NginxBuild:
 
 def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen: str,
                       build: NginxBuild, tls: tuple[str, str] | None = None,
-                      proxy_protocol: bool = True) -> str:
+                      proxy_protocol: bool = True,
+                      web_backends: Sequence[tuple[str, int]] = (),
+                      web_listen: str | None = None) -> str:
     """``template`` (conf/nginx.conf) for these chat servers, listening on ``listen``.
 
     The result is meant for ``nginx -p DIR -c FILE -g 'daemon off; pid ...;
@@ -74,6 +79,9 @@ def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen
     and ``ssl_certificate_key`` lines of a TLS template (conf/nginx-tls.conf).
     Without ``proxy_protocol`` the template's ``proxy_protocol on;`` is left
     out, for chat servers not started with ``--proxy-protocol``.
+    The template's ``http {}`` block (the web client) is kept, for the chat
+    servers' web ports ``web_backends`` on ``web_listen``, only when both
+    are given.
     """
     if build.stream == "dynamic":
         module = os.path.join(build.modules_path, "ngx_stream_module.so")
@@ -85,16 +93,28 @@ def render_nginx_conf(template: str, backends: Sequence[tuple[str, int]], listen
     else:
         raise RuntimeError("this nginx has no stream module; install libnginx-mod-stream")
     text = _MAIN_ONLY.sub("", text)
+    http = _HTTP_BLOCK.search(text)
+    web = ""
+    if http is not None:
+        text, web = text[:http.start()], text[http.start():]
+    text = _render_upstream(text, backends, listen)
+    if web_backends and web_listen and web:
+        text += _render_upstream(web, web_backends, web_listen)
+    if tls is not None:
+        text = _render_tls(text, *tls)
+    if not proxy_protocol:
+        text = _PROXY_PROTOCOL.sub("", text)
+    return text
+
+
+def _render_upstream(text: str, backends: Sequence[tuple[str, int]], listen: str) -> str:
+    """The first upstream of ``text`` lists ``backends``; its first ``listen`` is ``listen``."""
     first = _UPSTREAM_SERVER.search(text)
     if first is None:
         raise ValueError("no upstream server line in the nginx template")
     indent, params = first.group(1), first.group(2)
     servers = "".join(f"{indent}server {host}:{port}{params};\n" for host, port in backends)
     text = text[:first.start()] + servers + _UPSTREAM_SERVER.sub("", text[first.end():])
-    if tls is not None:
-        text = _render_tls(text, *tls)
-    if not proxy_protocol:
-        text = _PROXY_PROTOCOL.sub("", text)
     return _LISTEN.sub(lambda m: m.group(1) + listen, text, count=1)
 
 
@@ -104,7 +124,7 @@ def _render_tls(text: str, cert: str, key: str) -> str:
         if any(c in path for c in '"$\\\n'):  # nginx would read quotes or variables
             raise ValueError(f"unsupported character in TLS file path {path!r}")
     found = _SSL_FILE.findall(text)
-    if sorted(d.strip() for d in found) != sorted(files):
+    if sorted({d.strip() for d in found}) != sorted(files):
         raise ValueError("the nginx template has no ssl_certificate/ssl_certificate_key lines")
     return _SSL_FILE.sub(
         lambda m: f'{m.group(1)} "{os.path.abspath(files[m.group(1).strip()])}";', text)
@@ -154,6 +174,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="from one chat server's port to the next (default: 2, so 6000, 6002)")
     p.add_argument("--listen", type=int, default=8000, metavar="PORT",
                    help="nginx's port, where clients connect (default: 8000)")
+    p.add_argument("--first-ws-port", type=int, default=6100, metavar="PORT",
+                   help="web port of the first chat server (default: 6100; then "
+                        "--port-step apart)")
+    p.add_argument("--web-listen", type=int, default=8080, metavar="PORT",
+                   help="nginx's port for the web client (default: 8080; https with TLS)")
     p.add_argument("--no-nginx", action="store_true", help="start the chat servers only")
     p.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): nginx "
                    "listens with TLS (conf/nginx-tls.conf); needs --tls-key")
@@ -186,12 +211,16 @@ class Cluster:
         a = self.args
         return [a.first_port + i * a.port_step for i in range(a.servers)]
 
+    def ws_ports(self) -> list[int]:
+        a = self.args
+        return [a.first_ws_port + i * a.port_step for i in range(a.servers)]
+
     def start(self) -> None:
         a = self.args
-        for i, port in enumerate(self.ports(), 1):
+        for i, (port, ws_port) in enumerate(zip(self.ports(), self.ws_ports(), strict=True), 1):
             argv = [sys.executable, "-m", "chat.server", "-H", a.host, "-p", str(port),
                     "-t", str(a.threads), "--db", a.db, "--redis", a.redis,
-                    "--log-level", a.log_level]
+                    "--ws-port", str(ws_port), "--log-level", a.log_level]
             if not a.no_nginx and _PROXY_PROTOCOL.search(self._template().read_text()):
                 argv.append("--proxy-protocol")  # nginx says who each client is
             self._spawn(f"chat{i}", argv, ready=f"listening on {a.host}:{port}")
@@ -200,11 +229,14 @@ class Cluster:
             tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
             conf = render_nginx_conf(self._template().read_text(),
                                      [(a.host, p) for p in self.ports()],
-                                     f"{a.host}:{a.listen}", build, tls=tls)
+                                     f"{a.host}:{a.listen}", build, tls=tls,
+                                     web_backends=[(a.host, p) for p in self.ws_ports()],
+                                     web_listen=f"{a.host}:{a.web_listen}")
             (self.workdir / "nginx.conf").write_text(conf)
             subprocess.run(nginx_command(build, self.workdir) + ["-t", "-q"], check=True)
             self._spawn("nginx", nginx_command(build, self.workdir), ready=None)
             self._wait_listening(a.host, a.listen, self.children[-1][1])
+            self._wait_listening(a.host, a.web_listen, self.children[-1][1])
 
     def _template(self) -> Path:
         return NGINX_TLS_TEMPLATE if self.args.tls_cert else NGINX_TEMPLATE
@@ -270,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             example = _client_command(args.host, args.listen if not args.no_nginx
                                       else cluster.ports()[0])
+        web = (f"{'https' if args.tls_cert else 'http'}://{args.host}:{args.web_listen}/"
+               if not args.no_nginx else f"http://{args.host}:{cluster.ws_ports()[0]}/")
         print(f"cluster ready: {args.servers} chat server(s); connect to {where}, e.g.\n"
               f"    {example}\n"
+              f"or open the web client: {web}\n"
               "Ctrl+C stops everything.", flush=True)
         while not stop.wait(0.5):
             dead = [name for name, proc in cluster.children if proc.poll() is not None]

@@ -30,6 +30,7 @@ from chat.proxyproto import ProxyHeaderReader, ProxyProtocolError
 from chat.service import ChatService
 from chat.session import Session
 from chat.store import Store, StoreError, StoreUnavailable, UnknownSchema, open_store
+from chat.web.gateway import WebGateway
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
@@ -62,6 +63,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    default=env("CHAT_PROXY_PROTOCOL", "off").lower() in ("on", "1", "yes", "true"),
                    help="every connection starts with a PROXY v1/v2 header (nginx's "
                         "proxy_protocol on;); one without is closed (CHAT_PROXY_PROTOCOL)")
+    p.add_argument("--ws-port", type=int,
+                   default=int(env("CHAT_WS_PORT", "0")) if env("CHAT_WS_PORT") else None,
+                   help="also serve the web client and WebSocket chat (/ws) on this port; "
+                        "0 picks a free one (CHAT_WS_PORT, default off)")
+    p.add_argument("--ws-origins", default=env("CHAT_WS_ORIGINS", ""),
+                   help="comma-separated page origins allowed to open a WebSocket, '*' for "
+                        "any (CHAT_WS_ORIGINS, default: the page's own origin only)")
     p.add_argument("--log-level", default=env("CHAT_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING... (CHAT_LOG_LEVEL)")
     p.add_argument("--log-format", choices=("text", "json"),
@@ -124,6 +132,9 @@ class ChatServer:
         bus = make_bus(args.redis, self.server_id)
         self.service = ChatService(store, bus, self.server_id, self.limits)
         self.guard = ConnectionGuard(self.tcp, self.service, self.limits)
+        self.web: WebGateway | None = None
+        if args.ws_port is not None:
+            self.web = _web_gateway(self, args)
         self._stopping = False
         if monitor is not None:
             self._watch(monitor, store, bus)
@@ -162,6 +173,23 @@ class ChatServer:
                     loop.set_round_observer(metrics.loop_observer(f"io{i}"))
             self.monitor.phase = Phase.READY
         log.info("listening on %s:%d (server id %s)", host, port, self.server_id)
+        if self.web is not None:
+            self.web.server.start()
+            self.loop.run_every(self.web.sweep_interval, self.web.sweep)
+            host, port = self.web.server.address[:2]
+            log.info("web client and WebSocket at http://%s:%d/ (ws path /ws)", host, port)
+
+    def new_session(self, post: Callable[[Callable[[], None]], None],
+                    peer_host: str = "", expect_proxy: bool = False) -> Session:
+        """The state of a new connection: TCP (``expect_proxy`` with
+        --proxy-protocol) or WebSocket (its gateway knows the peer)."""
+        return Session(
+            post=post,
+            decoder=FrameDecoder(self.limits.max_frame),
+            bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
+            peer_host=peer_host,
+            proxy_reader=ProxyHeaderReader() if expect_proxy else None,
+        )
 
     def _retry_releases(self) -> None:
         # A database call: not in the accepting loop, but where handlers run.
@@ -173,13 +201,8 @@ class ChatServer:
     def on_connection(self, conn: TcpConnection) -> None:
         if conn.connected:
             if self.guard.admit(conn):
-                conn.context = Session(
-                    post=conn.post,
-                    decoder=FrameDecoder(self.limits.max_frame),
-                    bucket=TokenBucket(self.limits.rate, self.limits.burst, time.monotonic()),
-                    peer_host=_host(conn.peer_address),
-                    proxy_reader=ProxyHeaderReader() if self.proxy_protocol else None,
-                )
+                conn.context = self.new_session(conn.post, _host(conn.peer_address),
+                                                self.proxy_protocol)
         elif isinstance(conn.context, Session):
             self.guard.release()
             self.service.on_disconnect(conn, conn.context)
@@ -232,14 +255,20 @@ class ChatServer:
             self.monitor.phase = Phase.DRAINING
         log.info("shutting down")
         self.tcp.stop_accepting()
+        if self.web is not None:
+            self.web.server.stop_accepting()
         self.service.shutdown()
         for conn in self.tcp.connections():
             conn.shutdown()
+        if self.web is not None:
+            self.web.going_away()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         self.loop.run_every(0.05, lambda: self._quit_when_drained(deadline))
 
     def _quit_when_drained(self, deadline: float) -> None:
         remaining = self.tcp.connections()
+        if self.web is not None:
+            remaining += self.web.server.connections()
         if remaining and time.monotonic() < deadline:
             return
         for conn in remaining:
@@ -249,6 +278,13 @@ class ChatServer:
 
 def _host(address: Any) -> str:
     return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+def _web_gateway(server: ChatServer, args: argparse.Namespace) -> WebGateway:
+    web_server = TcpServer(server.loop, (args.host, args.ws_port), "web",
+                           share_pool_of=server.tcp)
+    origins = [o.strip() for o in args.ws_origins.split(",")]
+    return WebGateway(web_server, server.service, server.limits, server.new_session, origins)
 
 
 def watch_signals(loop: EventLoop, on_stop: Callable[[], None]) -> None:
@@ -324,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_signals(loop, server.stop)
     server.start()
     loop.loop()
+    if server.web is not None:
+        server.web.server.stop()  # before the pool it shares stops with the TCP server
     server.tcp.stop()
     if monitor is not None:
         monitor.close()

@@ -19,6 +19,12 @@ which hops to the server loop to drop it from the map, which then queues
 A connection may later move to another loop of the pool: the server's
 placement gathers connections that talk to each other (``talks_to``, see
 reactor/placement.py).
+
+A second server can listen on another address and serve its connections
+in the first one's pool (``share_pool_of``), e.g. a WebSocket port beside
+the TCP one: one set of sub-reactor threads and one placement, a connection
+of either server may gather with one of the other, and the owner of the pool
+alone starts and stops it.
 """
 
 from __future__ import annotations
@@ -184,13 +190,26 @@ class TcpServer:
         listen_addr: tuple[str, int],
         name: str,
         reuse_port: bool = False,
+        share_pool_of: TcpServer | None = None,
     ) -> None:
+        """``share_pool_of``: serve in that server's pool, which it starts and stops.
+
+        Both servers must accept in the same ``loop``; ``start`` this one after
+        the owner, and ``stop`` it before.
+        """
+        if share_pool_of is not None and share_pool_of.loop is not loop:
+            raise ValueError("a server sharing a pool must accept in the owner's loop")
         self._loop = loop
         self.name = name
         self._acceptor = Acceptor(loop, listen_addr, reuse_port)
         self._acceptor.set_new_connection_callback(self._new_connection)
-        self._pool = EventLoopThreadPool(loop, name)
-        self._placement = Placement(self._pool)
+        self._owns_pool = share_pool_of is None
+        if share_pool_of is None:
+            self._pool = EventLoopThreadPool(loop, name)
+            self._placement = Placement(self._pool)
+        else:
+            self._pool = share_pool_of.thread_pool
+            self._placement = share_pool_of._placement
         self._num_threads = 0
         self._take_turns: bool | None = None
         self._connection_cb: ConnectionCallback = default_connection_callback
@@ -245,7 +264,8 @@ class TcpServer:
             return
         self._started = True
         raise_nofile_limit()
-        self._pool.start(self._num_threads, self._take_turns)
+        if self._owns_pool:
+            self._pool.start(self._num_threads, self._take_turns)
         self._loop.run_in_loop(self._acceptor.listen)
 
     def stop_accepting(self) -> None:
@@ -275,7 +295,8 @@ class TcpServer:
                 if not destroyed.acquire(timeout=max(0.0, deadline - time.monotonic())):
                     logger.warning("%s: stopping with connections not yet destroyed", self.name)
                     break
-        self._pool.stop()
+        if self._owns_pool:
+            self._pool.stop()
 
     def connections(self) -> list[TcpConnection]:
         """A snapshot of the live connections. Safe from any thread."""

@@ -33,6 +33,9 @@ if [ "$mode" = test ]; then
         nginx libnginx-mod-stream openssl procps
     # promtool and systemd-analyze check conf/ (tests/ops/test_conf.py)
     apt_install prometheus systemd
+    # The browser tests drive Debian's chromium with Playwright (the web-test
+    # extra); nothing ever runs `playwright install` or downloads a browser.
+    apt_install chromium
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

@@ -28,18 +28,24 @@ class NginxProcess:
     With ``tls`` (certificate chain, key) it runs conf/nginx-tls.conf instead:
     clients then connect to ``port`` with TLS.  With ``proxy_protocol`` nginx
     sends each backend a PROXY header (the backends run ``--proxy-protocol``);
-    without, that line of the template is left out.
+    without, that line of the template is left out.  With ``web_backends``
+    (the chat servers' web ports) its http block serves the web client on
+    ``web_port``.
     """
 
     def __init__(self, backends: Sequence[tuple[str, int]],
-                 tls: tuple[str, str] | None = None, proxy_protocol: bool = False) -> None:
+                 tls: tuple[str, str] | None = None, proxy_protocol: bool = False,
+                 web_backends: Sequence[tuple[str, int]] = ()) -> None:
         self.port = free_port()
+        self.web_port = free_port() if web_backends else 0
         self.dir = Path(tempfile.mkdtemp(prefix="chat-nginx-"))
         build = find_nginx()
         template = NGINX_TLS_TEMPLATE if tls else NGINX_TEMPLATE
         conf = render_nginx_conf(template.read_text(), backends,
                                  f"127.0.0.1:{self.port}", build, tls=tls,
-                                 proxy_protocol=proxy_protocol)
+                                 proxy_protocol=proxy_protocol,
+                                 web_backends=web_backends,
+                                 web_listen=f"127.0.0.1:{self.web_port}")
         (self.dir / "nginx.conf").write_text(conf)
         self.argv = nginx_command(build, self.dir)
         self.process: subprocess.Popen[bytes] | None = None
