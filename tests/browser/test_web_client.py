@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,13 +58,16 @@ def test_two_pages_register_befriend_and_chat_both_ways(server: ServerProcess,
     add_friend(alice, bob_id)
     open_conversation(alice, f"u:{bob_id}")
     say(alice, "hello Bob")
-    expect(alice.locator("#messages li.mine .receipt")).to_have_attribute(
-        "data-receipt", "delivered")
+    receipt = alice.locator("#messages li.mine .receipt")
+    expect(receipt).to_have_attribute("data-receipt", re.compile("delivered|received"))
     # Bob was not told of the friendship; the message brings Alice into his list.
     badge = bob.locator(f"#friends li[data-key='u:{alice_id}'] .unread")
     expect(badge).to_have_text("1")
     open_conversation(bob, f"u:{alice_id}")
     wait_for_text(bob, "hello Bob")
+    # Bob's page acknowledged it: the server sent Alice's page a receipt (✓✓).
+    expect(receipt).to_have_attribute("data-receipt", "received")
+    expect(receipt).to_have_text("✓✓")
     say(bob, "hi Alice")
     open_conversation(alice, f"u:{bob_id}")
     wait_for_text(alice, "hi Alice")
@@ -98,21 +102,27 @@ def test_a_message_sent_while_the_page_was_closed_appears_at_login(
     try:
         tcp_id = tcp.register(unique("sender"), "pw")["id"]
         assert tcp.login(tcp_id, "pw")["errno"] == 0
-        # Until the server has seen the page go, a message is delivered to it.
+        # Until the server has seen the page go, a message is delivered to its
+        # connection; the page never acknowledged it, so it is kept all the same.
         deadline = time.monotonic() + 10
+        sent = 0
         while True:
-            ack = tcp.chat(page_id, "while you were away", seq=1)
-            assert ack is not None
+            sent += 1
+            ack = tcp.chat(page_id, f"while you were away {sent}", seq=sent)
+            assert ack is not None and ack["errno"] == 0, ack
             if ack["state"] == "stored" or time.monotonic() > deadline:
                 break
+            time.sleep(0.05)  # the close reaches the server in its own time
         assert ack["state"] == "stored", ack
     finally:
         tcp.close()
     again = open_page(web_port(server))
     assert log_in(again, str(page_id)) == page_id
-    expect(again.locator(f"#friends li[data-key='u:{tcp_id}'] .unread")).to_have_text("1")
+    unread = again.locator(f"#friends li[data-key='u:{tcp_id}'] .unread")
+    expect(unread).to_have_text(str(sent), timeout=STEP_TIMEOUT_MS)  # every one, once
     open_conversation(again, f"u:{tcp_id}")
-    wait_for_text(again, "while you were away")
+    wait_for_text(again, f"while you were away {sent}")
+    expect(again.locator("#messages li .text")).to_have_count(sent)
 
 
 def test_the_page_reconnects_after_a_server_restart(tmp_path: Path,

@@ -178,9 +178,11 @@ def test_a_web_user_and_a_tcp_user_chat_both_ways(web_server: ServerProcess,
         tcp_name = unique("tcp")
         tcp_id = tcp.register(tcp_name, "pw")["id"]
         assert tcp.login(tcp_id, "pw")["errno"] == 0
-        assert tcp.chat(web_id, "hi from tcp", seq=1) == {
-            "msgid": MsgId.CHAT_MSG_ACK, "seq": 1, "errno": 0, "ref": 5, "state": "delivered"}
+        ack = tcp.chat(web_id, "hi from tcp", seq=1)
+        assert ack == {"msgid": MsgId.CHAT_MSG_ACK, "seq": 1, "errno": 0, "ref": 5,
+                       "state": "delivered", "mid": ack["mid"]}
         got = ws.expect(MsgId.ONE_CHAT_MSG)
+        assert got["mid"] == ack["mid"]
         assert (got["id"], got["name"], got["msg"]) == (tcp_id, tcp_name, "hi from tcp")
         ws.send_json({"msgid": MsgId.ONE_CHAT_MSG, "to": tcp_id, "msg": "hi from the web",
                       "seq": 1})

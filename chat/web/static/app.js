@@ -203,7 +203,7 @@ async function sendText(text) {
     setReceipt(message, "failed", describeError(reply));
     return;
   }
-  if (typeof reply.mid === "number") {
+  if (typeof reply.mid === "string") {  // the connection keeps mids as their digits
     message.mid = reply.mid;
     state.byMid.set(reply.mid, message);
   }

@@ -10,6 +10,8 @@ import { MsgId } from "./protocol.js";
 
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10000;
+const MID_DIGITS = /"mid":(\d+)/;  // the server writes keys without spaces (orjson)
+const MID_TEXT = /^\d+$/;
 const ACK_EVERY = 32;      // well under the server's --ack-window (256)
 const ACK_AFTER_MS = 200;  // a quiet moment: acknowledge what came
 
@@ -98,6 +100,12 @@ export class ChatConnection {
     } catch {
       return;  // the server sends JSON only; nothing sensible to do with the rest
     }
+    // A mid is a 63-bit integer: past 2^53 a JavaScript number would round it,
+    // and an acknowledgement would name another message. Kept as its digits.
+    if (typeof message.mid === "number") {
+      const digits = MID_DIGITS.exec(text);
+      if (digits) message.mid = digits[1];
+    }
     const pending = message.seq !== undefined && this.waiting.get(message.seq);
     if (pending) {
       this.waiting.delete(message.seq);
@@ -105,7 +113,7 @@ export class ChatConnection {
       return;
     }
     if ((message.msgid === MsgId.ONE_CHAT || message.msgid === MsgId.GROUP_CHAT) &&
-        typeof message.mid === "number") {
+        typeof message.mid === "string") {
       this.noteDelivered(message.mid);
       if (this.seenMids.has(message.mid)) return;  // a repeat after a reconnect
       this.seenMids.add(message.mid);
@@ -128,7 +136,9 @@ export class ChatConnection {
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
     if (this.unacked === null || !this.isOpen) return;
-    this.send({ msgid: MsgId.DELIVERY_ACK, mid: this.unacked });
+    if (!MID_TEXT.test(this.unacked)) return;
+    // Written by hand: JSON.stringify has no exact form for a 63-bit number.
+    this.socket.send(`{"msgid":${MsgId.DELIVERY_ACK},"mid":${this.unacked}}`);
     this.unacked = null;
     this.unackedCount = 0;
   }
