@@ -1,11 +1,11 @@
 """The page's side of acknowledged delivery and receipts (PROTOCOL.md), in a real browser.
 
-The chat server does not do acknowledged delivery yet, so the server side is
-played here by a scripted peer behind the real web gateway (h11, wsproto and
-the reactor as in production): it answers the login with stored messages to
-follow, sends them with their ``mid``, repeats one as a redelivery would,
-and records what the page acknowledges.  Once the server does it, the same
-scenarios run against ``python -m chat.server``.
+The server side is played here by a scripted peer behind the real web
+gateway (h11, wsproto and the reactor as in production), so that the page
+meets exactly the awkward cases: stored messages that follow the login, a
+repeat as a redelivery after a reconnect sends it, and what the page
+acknowledges is recorded.  tests/browser/test_web_client.py runs the page
+against the real server (receipts, messages kept while the page was closed).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from reactor import EventLoop, EventLoopThread, TcpServer
 from tests.browser.conftest import log_in
 
 PAL = 2
-# PROTOCOL.md's ids 17 and 18, not in chat.protocol.MsgId until the server has them.
-DELIVERY_ACK = 17
-RECEIPT = 18
+DELIVERY_ACK = int(MsgId.DELIVERY_ACK)
+RECEIPT = int(MsgId.RECEIPT)
 
 
 class ScriptedServer:
