@@ -65,14 +65,22 @@ class ConnectionGuard:
     def sweep_interval(self) -> float:
         return min(max(min(self.limits.login_timeout, self.limits.idle_timeout) / 4, 0.05), 5.0)
 
-    def admit(self, conn: TcpConnection) -> bool:
-        """Connection's loop: count it in, or refuse it when the process is full."""
+    def take_slot(self) -> bool:
+        """Count a connection in (of either port); False when the process is full.
+
+        Safe from any thread; a slot taken is given back with ``release``.
+        """
         with self._lock:
             full = self._count >= self.limits.max_connections
             if not full:
                 self._count += 1
         if full:
             metrics.CONNECTIONS_REFUSED.labels("limit").inc()
+        return not full
+
+    def admit(self, conn: TcpConnection) -> bool:
+        """Connection's loop: count it in, or refuse it when the process is full."""
+        if not self.take_slot():
             self.service.warnings.warn(
                 "full", "{events} more connections refused, the process being full, "
                 "in the last {seconds} s", None, 1,

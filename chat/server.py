@@ -284,7 +284,8 @@ def _web_gateway(server: ChatServer, args: argparse.Namespace) -> WebGateway:
     web_server = TcpServer(server.loop, (args.host, args.ws_port), "web",
                            share_pool_of=server.tcp)
     origins = [o.strip() for o in args.ws_origins.split(",")]
-    return WebGateway(web_server, server.service, server.limits, server.new_session, origins)
+    return WebGateway(web_server, server.service, server.limits, server.new_session, origins,
+                      server.guard)
 
 
 def watch_signals(loop: EventLoop, on_stop: Callable[[], None]) -> None:

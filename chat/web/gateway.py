@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -78,6 +78,20 @@ class _Peer:
     closing_since: float | None = None
 
 
+class Slots(Protocol):
+    """The process's count of connections (chat.guards.ConnectionGuard)."""
+
+    def take_slot(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+_FULL_BODY = b"server is full, try again later\n"
+FULL_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_FULL_BODY)
+                 + _FULL_BODY)
+
+
 def load_static() -> dict[str, tuple[bytes, str]]:
     """The web client's files, by URL path (``/`` is ``index.html``)."""
     folder = resources.files("chat.web") / "static"
@@ -94,8 +108,10 @@ class WebGateway:
     """The connection and message callbacks of the web port's ``TcpServer``."""
 
     def __init__(self, server: TcpServer, service: ChatService, limits: Limits,
-                 new_session: SessionFactory, origins: Iterable[str] = ()) -> None:
+                 new_session: SessionFactory, origins: Iterable[str] = (),
+                 slots: Slots | None = None) -> None:
         self.server = server
+        self.slots = slots  # the process's connection count, shared with the TCP port
         self.service = service
         self.limits = limits
         self._new_session = new_session
@@ -113,10 +129,20 @@ class WebGateway:
 
     def on_connection(self, tcp: TcpConnection) -> None:
         if tcp.connected:
+            if self.slots is not None and not self.slots.take_slot():
+                log.warning("%s refused: %d connections already", tcp.name,
+                            self.limits.max_connections)
+                tcp.send(FULL_RESPONSE)
+                tcp.shutdown()
+                return
             tcp.context = _Peer()
             return
         peer = tcp.context
-        if isinstance(peer, _Peer) and peer.ws is not None and peer.session is not None:
+        if not isinstance(peer, _Peer):
+            return  # refused: it held no slot
+        if self.slots is not None:
+            self.slots.release()
+        if peer.ws is not None and peer.session is not None:
             self.service.on_disconnect(peer.ws, peer.session)
 
     def on_message(self, tcp: TcpConnection, buf: Buffer, receive_time: float) -> None:

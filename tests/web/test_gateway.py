@@ -223,3 +223,29 @@ def test_sigterm_closes_websockets_with_1001(tmp_path: Path) -> None:
         client.close()
     finally:
         server.kill()
+
+
+def test_max_connections_counts_both_ports(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'chat.db'}"
+    proc = ServerProcess(db, threads=1, extra=["--ws-port", "0",
+                                               "--max-connections", "1"]).start()
+    try:
+        tcp = proc.connect()
+        assert tcp.register("first", "pw")["errno"] == 0  # holds the one slot
+        with pytest.raises(Rejected) as refused:
+            WsClient(web_port(proc))
+        assert refused.value.status == 503
+        tcp.close()
+        deadline = time.monotonic() + 10
+        while True:  # the slot comes back once the server has seen the close
+            try:
+                ws = WsClient(web_port(proc))
+                break
+            except Rejected:
+                assert time.monotonic() < deadline, "the slot never came back"
+                time.sleep(0.05)  # nothing else tells a client the server saw the close
+        with proc.connect() as second:  # and now the TCP port is the full one
+            assert "full" in second.expect(MsgId.ERROR_MSG)["errmsg"]
+        ws.close()
+    finally:
+        proc.kill()
