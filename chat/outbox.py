@@ -158,13 +158,16 @@ class Outbox:
 
         Takes (and ignores) the connection, to be a write-complete callback.
         """
-        if self.acking or not self.inflight:
+        inflight = self.inflight
+        if self.acking or not inflight:
             return
-        rows = [e.row for e in self.inflight if e.row]
-        self.inflight.clear()
-        self._inflight_bytes = 0
-        if rows or self._undeleted:  # the usual live message costs no more than this
+        if len(inflight) == 1 and not inflight[0].row and not self._undeleted:
+            inflight.clear()  # the usual case, a live message: nothing to delete
+        else:
+            rows = [e.row for e in inflight if e.row]
+            inflight.clear()
             self._forget_stored(rows)
+        self._inflight_bytes = 0
         if self.backlog:
             self._refill()
 

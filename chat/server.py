@@ -213,15 +213,16 @@ class ChatServer:
             buf.retrieve_all()  # refused at admission, or condemned: nothing more is served
             return
         now = session.read_at = time.monotonic()
-        pending = session.decoder.buffered
         data = buf.retrieve_all()
         if session.proxy_reader is not None:
             data = self._take_proxy_header(conn, session, data)
             if not data:
                 return
-        self.service.on_data(conn, session, data)
-        if session.decoder.buffered < pending + len(data):  # a terminator ended a frame
+        # Idle means no complete frame: only a terminator (a frame's end, or
+        # an empty line's) refreshes it, never a trickle of a frame's bytes.
+        if b"\n" in data or b"\0" in data:
             session.last_seen = now
+        self.service.on_data(conn, session, data)
 
     def _take_proxy_header(self, conn: TcpConnection, session: Session, data: bytes) -> bytes:
         """Connection's loop: the bytes after the PROXY header, once it is complete."""
