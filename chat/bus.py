@@ -60,6 +60,13 @@ class Bus(Protocol):
     def publish_many(self, user_ids: list[int], payload: bytes) -> list[int]:
         """``publish`` to each user in one round trip; returns the users nobody took."""
 
+    def notify_each(self, notices: list[tuple[int, bytes]]) -> None:
+        """Best effort, in one round trip: each (user, payload) to whoever holds the user.
+
+        For what may be dropped (receipts): a failure is not remembered, and
+        nothing is stored for a user nobody holds.
+        """
+
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline; its holder, if any, flushes."""
 
@@ -93,6 +100,9 @@ class LocalBus:
 
     def publish_many(self, user_ids: list[int], payload: bytes) -> list[int]:
         return user_ids
+
+    def notify_each(self, notices: list[tuple[int, bytes]]) -> None:
+        pass  # nobody else holds anyone
 
     def notify_stored(self, user_id: int) -> None:
         pass  # the service already looked in its own online map

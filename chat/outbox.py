@@ -233,8 +233,9 @@ class Outbox:
             # Nowhere to queue but memory: over the window rather than lost.
             log.warning("user %d: storage unavailable, sending over the window: %s",
                         self.user_id, exc)
+            in_flight = {id(e) for e in self.inflight}  # by identity: an Entry is mutable
             for entry in entries:
-                if entry not in self.inflight:
+                if id(entry) not in in_flight:
                     self._push(entry)
             return
         for entry, row in zip(entries, rows, strict=True):

@@ -204,6 +204,10 @@ class RedisBus:
             return held + targets
         return held + [u for u, n in zip(targets, counts, strict=True) if n == 0]
 
+    def notify_each(self, notices: list[tuple[int, bytes]]) -> None:
+        """Best effort, pipelined; unlike ``publish`` a failure changes nothing here."""
+        self._publish_each([(user_channel(u), payload) for u, payload in notices])
+
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
         self.notify_stored_many([user_id])

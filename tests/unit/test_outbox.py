@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from chat.outbox import Caps, Entry, Outbox
-from chat.store import Store, open_store
+from chat.store import Store, StoreUnavailable, open_store
 
 USER = 7
 
@@ -123,3 +123,26 @@ def test_a_kick_brings_stored_messages_out_ahead_of_new_live_ones(store: Store) 
     # Each once; sender 1's in its order (the kick stored 1 behind the racing 2).
     assert sorted(stored_mids(store)) == [1, 2, 3]
     assert [m for m in stored_mids(store) if m != 2] == [1, 3]
+
+
+class _NoRows:
+    """The store, but storing a spill fails as when the database is down."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def store_offline_rows(self, *args: object, **kwargs: object) -> object:
+        raise StoreUnavailable("simulated outage")
+
+
+def test_with_storage_down_a_full_window_sends_rather_than_loses(store: Store) -> None:
+    wire = Wire()
+    box = outbox(store, wire, acking=True)
+    box._store = _NoRows(store)  # type: ignore[assignment]
+    for mid in (1, 2, 3):
+        box.deliver(live(mid))
+    assert [f["mid"] for f in wire.frames] == [1, 2, 3]  # over the window, each once
+    assert [e.mid for e in box.inflight] == [1, 2, 3]
