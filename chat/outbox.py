@@ -91,7 +91,11 @@ class Outbox:
         self.closed = False
         self.backlog = False
         self.inflight: deque[Entry] = deque()
+        # Bytes in flight; without acks, what was sent since the output last
+        # drained.  Until that reaches a quarter of ``push_limit``, the queue
+        # cannot be over it by our messages: no need to ask the connection.
         self._inflight_bytes = 0
+        self._cheap_limit = caps.push_limit // 4
         self._cursor = 0  # the last stored row sent in this paging episode
         self._undeleted: list[int] = []  # confirmed rows whose delete failed: retried
         self._terminator = terminator
@@ -111,14 +115,16 @@ class Outbox:
             self._store_live([(self.user_id, entry.payload)])  # the login ended meanwhile
         elif self.backlog:
             self._to_storage([entry])
-        elif self.acking or self._queued() >= self.caps.push_limit:
+        elif self.acking or self._inflight_bytes >= self._cheap_limit:
             if self._full():
                 self._enter_backlog([entry])
             else:
                 self._push(entry)
         else:  # the usual live message of a login without acks, inlined
+            payload = entry.payload
+            self._inflight_bytes += len(payload)
             self.inflight.append(entry)
-            self._send(entry.payload + self._terminator)
+            self._send(payload + self._terminator)
 
     def kick(self) -> None:
         """Storage gained messages for the user: bring them out, before new ones."""

@@ -150,9 +150,17 @@ class Router:
         finally:
             self._lock.release()
         if conn is not None:
-            self._hand_over(conn, user_id, entry)
+            if conn.owned_here():  # a conversation in one loop: no hop, no closure
+                outbox = conn.context.outbox
+                if outbox is not None and outbox.user_id == user_id:
+                    outbox.deliver(entry)  # stores it if that login ended meanwhile
+                else:
+                    self.store_offline([(user_id, entry.payload)])  # another login by now
+            else:
+                conn.run(partial(self._into_outbox, conn, user_id, entry))
+                if sender is not None:
+                    sender.talks_to(conn)  # in another loop: the reactor may gather them
             if sender is not None:
-                sender.talks_to(conn)
                 metrics.delivered_live("one", sender.context.read_at)
             else:
                 metrics.DELIVERED.inc("live")  # no read to time it from

@@ -31,7 +31,7 @@ from chat.service import ChatService
 from chat.session import Session
 from chat.store import Store, StoreError, StoreUnavailable, UnknownSchema, open_store
 from chat.web.gateway import WebGateway
-from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
+from reactor import EventLoop, TcpConnection, TcpServer, blocking
 
 log = logging.getLogger("chat.server")
 
@@ -125,7 +125,7 @@ class ChatServer:
         if not args.turns:
             self.tcp.set_take_turns(False)
         self.tcp.set_connection_callback(self.on_connection)
-        self.tcp.set_message_callback(self.on_message)
+        self.tcp.set_data_callback(self.on_data)
         host, port = self.tcp.address[:2]
         self.server_id = args.server_id or f"{socket.gethostname()}:{args.port or port}"
         store = open_store(args.db, blocking=blocking)
@@ -207,13 +207,11 @@ class ChatServer:
             self.guard.release()
             self.service.on_disconnect(conn, conn.context)
 
-    def on_message(self, conn: TcpConnection, buf: Buffer, receive_time: float) -> None:
+    def on_data(self, conn: TcpConnection, data: bytes, receive_time: float) -> None:
         session = conn.context
         if not isinstance(session, Session) or session.closing_since is not None:
-            buf.retrieve_all()  # refused at admission, or condemned: nothing more is served
-            return
+            return  # refused at admission, or condemned: nothing more is served
         now = session.read_at = time.monotonic()
-        data = buf.retrieve_all()
         if session.proxy_reader is not None:
             data = self._take_proxy_header(conn, session, data)
             if not data:

@@ -83,6 +83,7 @@ from reactor.placement import Placement
 __all__ = [
     "CloseCallback",
     "ConnectionCallback",
+    "DataCallback",
     "HighWaterMarkCallback",
     "MessageCallback",
     "TcpConnection",
@@ -95,6 +96,7 @@ ConnectionCallback = Callable[["TcpConnection"], None]
 CloseCallback = Callable[["TcpConnection"], None]
 WriteCompleteCallback = Callable[["TcpConnection"], None]
 MessageCallback = Callable[["TcpConnection", Buffer, float], None]
+DataCallback = Callable[["TcpConnection", bytes, float], None]
 HighWaterMarkCallback = Callable[["TcpConnection", int], None]
 
 _CONNECTING, _CONNECTED, _DISCONNECTING, _DISCONNECTED = range(4)
@@ -128,7 +130,7 @@ class TcpConnection:
     # Slots: a server holds tens of thousands of these (benchmarks/memory.py).
     # ``__dict__`` stays, created only if somebody sets an attribute of their own.
     __slots__ = (
-        "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_drain_queued",
+        "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_data_cb", "_drain_queued",
         "_flush_cb", "_flush_due", "_high_water_mark", "_high_water_mark_cb", "_mail",
         "_mail_lock", "_message_cb", "_placement", "_registered_in", "_sock", "_state",
         "_write_complete_cb", "_writing", "context", "input_buffer", "local_address", "loop",
@@ -159,6 +161,7 @@ class TcpConnection:
         self._high_water_mark = _DEFAULT_HIGH_WATER_MARK
         self._connection_cb: ConnectionCallback = default_connection_callback
         self._message_cb: MessageCallback = default_message_callback
+        self._data_cb: DataCallback | None = None  # set: the input buffer is skipped
         self._write_complete_cb: WriteCompleteCallback | None = None
         self._high_water_mark_cb: HighWaterMarkCallback | None = None
         self._close_cb: CloseCallback = _noop_close
@@ -198,6 +201,16 @@ class TcpConnection:
     def set_message_callback(self, cb: MessageCallback) -> None:
         """``cb(conn, input_buffer, receive_time)`` after each read; receive_time is time.time()."""
         self._message_cb = cb
+
+    def set_data_callback(self, cb: DataCallback | None) -> None:
+        """``cb(conn, data, receive_time)`` with the bytes of each read, in place of
+        the message callback.
+
+        For a protocol that frames its input itself and keeps what a read
+        leaves of a frame (the chat's decoder, h11, wsproto): the bytes go to
+        it as ``recv`` returned them, without a pass through ``input_buffer``.
+        """
+        self._data_cb = cb
 
     def set_write_complete_callback(self, cb: WriteCompleteCallback | None) -> None:
         """``cb(conn)``, in the loop thread, whenever the output becomes empty after a send.
@@ -282,8 +295,10 @@ class TcpConnection:
             self.handle_error(exc)
             return
         if written == len(data):
-            if self._write_complete_cb is not None or self._state == _DISCONNECTING:
+            if self._state == _DISCONNECTING:
                 self._drained()
+            elif self._write_complete_cb is not None:
+                self._write_complete_cb(self)  # what _drained does, a call less per write
             return
         self.output_buffer.append(memoryview(data)[written:])
         self._writing = True  # the kernel took only part: wait until it takes more
@@ -471,8 +486,12 @@ class TcpConnection:
             self.handle_error(exc)
             return
         if data:
-            self.input_buffer.append(data)
-            self._message_cb(self, self.input_buffer, self.loop.poll_return_time)
+            data_cb = self._data_cb
+            if data_cb is not None:
+                data_cb(self, data, self.loop.poll_return_time)
+            else:
+                self.input_buffer.append(data)
+                self._message_cb(self, self.input_buffer, self.loop.poll_return_time)
         else:
             self.handle_close()
 

@@ -43,6 +43,7 @@ from reactor.eventloop import EventLoop, EventLoopThreadPool, TimerId
 from reactor.placement import Placement
 from reactor.tcpconnection import (
     ConnectionCallback,
+    DataCallback,
     MessageCallback,
     TcpConnection,
     WriteCompleteCallback,
@@ -214,6 +215,7 @@ class TcpServer:
         self._take_turns: bool | None = None
         self._connection_cb: ConnectionCallback = default_connection_callback
         self._message_cb: MessageCallback = default_message_callback
+        self._data_cb: DataCallback | None = None
         self._write_complete_cb: WriteCompleteCallback | None = None
         self._lock = threading.Lock()  # guards _connections for connections()
         self._connections: dict[str, TcpConnection] = {}
@@ -253,6 +255,11 @@ class TcpServer:
     def set_message_callback(self, cb: MessageCallback) -> None:
         """``cb(conn, buffer, receive_time)`` in the connection's loop. Before ``start``."""
         self._message_cb = cb
+
+    def set_data_callback(self, cb: DataCallback | None) -> None:
+        """``cb(conn, data, receive_time)`` with each read's bytes, in place of the
+        message callback (``TcpConnection.set_data_callback``). Before ``start``."""
+        self._data_cb = cb
 
     def set_write_complete_callback(self, cb: WriteCompleteCallback | None) -> None:
         """``cb(conn)`` when a connection's output drains. Before ``start``."""
@@ -316,6 +323,7 @@ class TcpServer:
             return
         conn.set_connection_callback(self._connection_cb)
         conn.set_message_callback(self._message_cb)
+        conn.set_data_callback(self._data_cb)
         conn.set_write_complete_callback(self._write_complete_cb)
         conn.set_close_callback(self._remove_connection)
         conn.set_placement(self._placement)

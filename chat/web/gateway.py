@@ -47,7 +47,7 @@ from chat.web.wsconn import (
     UNSUPPORTED_DATA,
     WebSocketConnection,
 )
-from reactor import Buffer, TcpConnection, TcpServer
+from reactor import TcpConnection, TcpServer
 
 log = logging.getLogger("chat.web")
 
@@ -119,7 +119,7 @@ class WebGateway:
         self.files = load_static()
         self.ping_after = max(limits.idle_timeout / 3, 0.05)
         server.set_connection_callback(self.on_connection)
-        server.set_message_callback(self.on_message)
+        server.set_data_callback(self.on_data)
 
     @property
     def sweep_interval(self) -> float:
@@ -145,9 +145,8 @@ class WebGateway:
         if peer.ws is not None and peer.session is not None:
             self.service.on_disconnect(peer.ws, peer.session)
 
-    def on_message(self, tcp: TcpConnection, buf: Buffer, receive_time: float) -> None:
+    def on_data(self, tcp: TcpConnection, data: bytes, receive_time: float) -> None:
         peer = tcp.context
-        data = buf.retrieve_all()
         if not isinstance(peer, _Peer):
             return
         peer.last_seen = time.monotonic()

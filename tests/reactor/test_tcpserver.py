@@ -340,3 +340,27 @@ def test_accept_pauses_on_emfile_instead_of_spinning(make_server: ServerFactory)
         fake.failing = False
         sock.sendall(b"served after the pause")
         assert recv_exact(sock, 22) == b"served after the pause"
+
+
+def test_a_data_callback_gets_each_read_and_the_buffer_stays_empty(
+        make_server: ServerFactory) -> None:
+    reads: list[bytes] = []
+    buffered: list[int] = []
+
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        raise AssertionError("the data callback replaces the message callback")
+
+    def on_data(conn: TcpConnection, data: bytes, _t: float) -> None:
+        reads.append(data)
+        buffered.append(len(conn.input_buffer))
+        conn.send(data.upper())
+
+    server = make_server(on_message=on_message)
+    server.set_data_callback(on_data)  # before the first connection: each one takes it
+    with connect(server) as sock:
+        sock.sendall(b"hello")
+        assert recv_exact(sock, 5) == b"HELLO"
+        sock.sendall(b"again")
+        assert recv_exact(sock, 5) == b"AGAIN"
+    assert b"".join(reads) == b"helloagain"
+    assert buffered == [0] * len(reads)

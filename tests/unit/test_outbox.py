@@ -146,3 +146,26 @@ def test_with_storage_down_a_full_window_sends_rather_than_loses(store: Store) -
         box.deliver(live(mid))
     assert [f["mid"] for f in wire.frames] == [1, 2, 3]  # over the window, each once
     assert [e.mid for e in box.inflight] == [1, 2, 3]
+
+
+def test_without_acks_a_full_queue_sends_messages_to_storage(store: Store) -> None:
+    wire = Wire()
+    box = Outbox(USER, False, b"\n", wire.send, lambda: wire.queued, store,
+                 lambda items: store.store_offline_many([(u, p.decode()) for u, p in items]),
+                 lambda _to, receipts: None, Caps(push_limit=4096), lambda _u, _p: None)
+    big = b"x" * 600
+    sent = 0
+    for mid in range(1, 21):  # the client reads nothing: the queue only grows
+        entry = Entry(mid, 1, 5, orjson.dumps({"msgid": 5, "id": 1, "msg": big.decode(),
+                                               "mid": mid}))
+        box.deliver(entry)
+        if len(wire.frames) > sent:
+            sent = len(wire.frames)
+            wire.queued += len(entry.payload) + 1
+    assert 0 < sent < 20 and box.backlog
+    assert wire.queued < 4096 + 700  # over the limit by one message at most
+    assert stored_mids(store) == list(range(1, 21))  # unconfirmed ones first, in order
+    wire.queued = 0
+    box.on_written()  # drained: those written are confirmed, the rest come out in order
+    assert [f["mid"] for f in wire.frames][sent:sent + 3] == [sent + 1, sent + 2, sent + 3]
+    assert stored_mids(store)[0] == sent + 1
