@@ -258,11 +258,17 @@ def start_target(target: str, relay: str | None, new_session: bool = True) -> Ta
     if target == "relay":
         return RelayProcess(relay, new_session).start()
     threads, _, variant = target.partition("-")
-    if threads.startswith("t") and threads[1:].isdigit() and variant in ("", "noturns"):
-        extra = ["--no-turns"] if variant else []
+    if threads.startswith("t") and threads[1:].isdigit() and variant in VARIANTS:
+        extra = [VARIANTS[variant]] if variant else []
         return ChatServerProcess(int(threads[1:]), extra, new_session=new_session).start()
     raise SystemExit(f"unknown target {target!r}: use relay, tN (server with -t N) "
-                     "or tN-noturns (the same with --no-turns)")
+                     "or tN-noturns, tN-nomoves, tN-nodefer (without one reactor mechanism)")
+
+
+# The reactor's mechanisms, each switched off by one option (the A/B of
+# benchmarks/README.md): taking turns, gathering talkers, writing after the round.
+VARIANTS = {"": "", "noturns": "--no-turns", "nomoves": "--no-moves",
+            "nodefer": "--no-deferred-writes"}
 
 
 def describe(target: str) -> str:
@@ -271,7 +277,7 @@ def describe(target: str) -> str:
     if target == "relay":
         return "reference relay"
     threads, _, variant = target.partition("-")
-    return f"server -t {threads[1:]}" + (" --no-turns" if variant else "")
+    return f"server -t {threads[1:]}" + (f" {VARIANTS[variant]}" if variant else "")
 
 
 def drive(target: str, args: argparse.Namespace, run_id: str,
@@ -397,8 +403,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_pair_options(p)
     p.add_argument("--targets", default=DEFAULT_TARGETS,
-                   help="comma list of relay, tN (server -t N), tN-noturns (with --no-turns) "
-                        f"and HOST:PORT[@PID] (a running server); default {DEFAULT_TARGETS}")
+                   help="comma list of relay, tN (server -t N), tN-noturns, tN-nomoves, "
+                        "tN-nodefer (with --no-turns, --no-moves, --no-deferred-writes) and "
+                        f"HOST:PORT[@PID] (a running server); default {DEFAULT_TARGETS}")
     p.add_argument("--relay", default=None,
                    help="path of another relay script taking a PORT argument "
                         "($CHAT_REFERENCE_RELAY, default benchmarks/relay.py)")

@@ -68,12 +68,28 @@ class MidGenerator:
         self._lock = threading.Lock()
         # The last id given, as if given at floor_ms: the next is above it.
         self._last = make_mid(max(floor_ms, EPOCH_MS), node, _SEQ_MASK)
+        self._ms_end = 0  # the clock (ns) at which the last look's millisecond ends
 
     def __call__(self) -> int:
-        # On every chat message: make_mid and now_ms inlined (0.7 -> 0.3 us).
-        fresh = (_time_ns() // 1_000_000 - EPOCH_MS) << _TIME_SHIFT | self._node_bits
+        # On every chat message, so the usual case is short: the clock still
+        # in the millisecond of the last look, and its sequence not used up.
+        # The id is then the last one plus one, as the full rule would give
+        # (``_next``), without its arithmetic on 63-bit integers (0.5 -> 0.25 us).
+        now = _time_ns()
         lock = self._lock
         lock.acquire()
+        last = self._last
+        if now < self._ms_end and last & _SEQ_MASK != _SEQ_MASK:
+            self._last = last = last + 1
+        else:
+            last = self._next(now)
+        lock.release()
+        return last
+
+    def _next(self, now: int) -> int:
+        """Lock held: the id after ``_last`` at clock ``now`` (ns), by the full rule."""
+        ms = now // 1_000_000
+        fresh = (ms - EPOCH_MS) << _TIME_SHIFT | self._node_bits
         last = self._last
         if fresh <= last:
             # Same millisecond (or a clock gone back): the next sequence, or
@@ -83,7 +99,8 @@ class MidGenerator:
             else:
                 fresh = last + 1
         self._last = fresh
-        lock.release()
+        # Until the clock leaves this millisecond, the rule gives _last + 1.
+        self._ms_end = (ms + 1) * 1_000_000
         return fresh
 
     @property

@@ -56,9 +56,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-id", default=env("CHAT_SERVER_ID") or None,
                    help="this process's name in the cluster (CHAT_SERVER_ID, default HOST:PORT)")
     p.add_argument("--turns", action=argparse.BooleanOptionalAction,
-                   default=env("CHAT_TURNS", "on").lower() not in ("off", "0", "no", "false"),
+                   default=_switch(env("CHAT_TURNS", "on")),
                    help="sub-reactor threads take turns, as reactor/turn.py explains "
                         "(CHAT_TURNS=on|off, default on where Python has a GIL)")
+    p.add_argument("--moves", action=argparse.BooleanOptionalAction,
+                   default=_switch(env("CHAT_MOVES", "on")),
+                   help="gather connections that talk to each other in one thread, as "
+                        "reactor/placement.py explains (CHAT_MOVES=on|off, default on)")
+    p.add_argument("--deferred-writes", action=argparse.BooleanOptionalAction,
+                   default=_switch(env("CHAT_DEFERRED_WRITES", "on")),
+                   help="write what a loop round sent after the round, not at each send "
+                        "(CHAT_DEFERRED_WRITES=on|off, default on)")
     p.add_argument("--proxy-protocol", action=argparse.BooleanOptionalAction,
                    default=env("CHAT_PROXY_PROTOCOL", "off").lower() in ("on", "1", "yes", "true"),
                    help="every connection starts with a PROXY v1/v2 header (nginx's "
@@ -94,6 +102,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _switch(value: str) -> bool:
+    return value.lower() not in ("off", "0", "no", "false")
+
+
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value else None
 
@@ -124,6 +136,8 @@ class ChatServer:
         self.tcp.set_thread_num(args.threads)
         if not args.turns:
             self.tcp.set_take_turns(False)
+        self.tcp.set_moves(args.moves)
+        self.tcp.set_deferred_writes(args.deferred_writes)
         self.tcp.set_connection_callback(self.on_connection)
         self.tcp.set_data_callback(self.on_data)
         host, port = self.tcp.address[:2]

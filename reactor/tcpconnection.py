@@ -130,7 +130,8 @@ class TcpConnection:
     # Slots: a server holds tens of thousands of these (benchmarks/memory.py).
     # ``__dict__`` stays, created only if somebody sets an attribute of their own.
     __slots__ = (
-        "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_data_cb", "_drain_queued",
+        "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_data_cb", "_deferred",
+        "_drain_queued",
         "_flush_cb", "_flush_due", "_high_water_mark", "_high_water_mark_cb", "_mail",
         "_mail_lock", "_message_cb", "_placement", "_registered_in", "_sock", "_state",
         "_write_complete_cb", "_writing", "context", "input_buffer", "local_address", "loop",
@@ -153,6 +154,7 @@ class TcpConnection:
         self._state = _CONNECTING
         self._writing = False  # registered for EVENT_WRITE: the kernel did not take it all
         self._flush_due = False  # a _flush is queued before the owner polls; owner only
+        self._deferred = True  # write after the round; off: at each send (an A/B switch)
         self._flush_cb = self._flush  # bound once: one per message is measurable
         # The thread of the loop the socket is registered with, 0 while it is
         # registered nowhere (before start, in transit between loops, closed):
@@ -228,6 +230,12 @@ class TcpConnection:
         """Internal: ``cb(conn)`` after teardown, used by the owner (TcpServer)."""
         self._close_cb = cb
 
+    def set_deferred_writes(self, on: bool) -> None:
+        """Write what a round sent after the round (the default), or at each
+        ``send`` as muduo does (to measure what deferring gains). Before
+        ``connect_established``."""
+        self._deferred = on
+
     def set_placement(self, placement: Placement | None) -> None:
         """Internal: the policy that ``talks_to`` informs (set by the owning TcpServer)."""
         self._placement = placement
@@ -269,8 +277,11 @@ class TcpConnection:
         if self._high_water_mark_cb is not None and queued - len(data) < mark <= queued:
             self.post(partial(self._high_water_mark_cb, self, queued))
         if not self._writing and not self._flush_due:
-            self._flush_due = True
-            self.loop.call_before_poll(self._flush_cb)
+            if self._deferred:
+                self._flush_due = True
+                self.loop.call_before_poll(self._flush_cb)
+            else:
+                self._flush()
 
     def _flush(self) -> None:
         # Before the owner's next poll: one write of what the round queued.

@@ -213,6 +213,8 @@ class TcpServer:
             self._placement = share_pool_of._placement
         self._num_threads = 0
         self._take_turns: bool | None = None
+        self._moves = True
+        self._deferred_writes = True
         self._connection_cb: ConnectionCallback = default_connection_callback
         self._message_cb: MessageCallback = default_message_callback
         self._data_cb: DataCallback | None = None
@@ -247,6 +249,16 @@ class TcpServer:
         The default is on when the interpreter has a GIL. Before ``start``.
         """
         self._take_turns = on
+
+    def set_moves(self, on: bool) -> None:
+        """Whether connections that talk to each other are gathered in one loop
+        (``reactor/placement.py``); on by default. Read at each accept."""
+        self._moves = on
+
+    def set_deferred_writes(self, on: bool) -> None:
+        """Whether a connection writes what a round sent after the round (the
+        default) or at each send, as muduo does. Read at each accept."""
+        self._deferred_writes = on
 
     def set_connection_callback(self, cb: ConnectionCallback) -> None:
         """``cb(conn)`` on establish and teardown (``conn.connected`` tells). Before ``start``."""
@@ -326,7 +338,9 @@ class TcpServer:
         conn.set_data_callback(self._data_cb)
         conn.set_write_complete_callback(self._write_complete_cb)
         conn.set_close_callback(self._remove_connection)
-        conn.set_placement(self._placement)
+        conn.set_placement(self._placement if self._moves else None)
+        if not self._deferred_writes:
+            conn.set_deferred_writes(False)
         with self._lock:
             self._connections[name] = conn
         io_loop.run_in_loop(conn.connect_established)

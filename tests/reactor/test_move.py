@@ -266,7 +266,7 @@ class Talkers:
 
 
 @contextmanager
-def talkers(make_server: ServerFactory) -> Iterator[Talkers]:
+def talkers(make_server: ServerFactory, moves: bool = True) -> Iterator[Talkers]:
     conns: dict[int, TcpConnection] = {}
 
     def relay_to_peer(conn: TcpConnection, buf: Buffer, _t: float) -> None:
@@ -275,6 +275,7 @@ def talkers(make_server: ServerFactory) -> Iterator[Talkers]:
         conn.talks_to(peer)
 
     server, tracker = serve_tracked(make_server, 2, relay_to_peer)
+    server.set_moves(moves)  # read at accept: before the first connection
     first, second = server.thread_pool.get_all_loops()
     with connect(server) as a, connect(server) as b:
         conns.update((c.serial, c) for c in tracker.wait_up(2))
@@ -293,6 +294,14 @@ def test_talks_to_brings_the_higher_serial_end_to_its_peer(
         assert t.loops() == (t.first, t.first)
         t.ping_pong(2 * FOLLOW_AFTER)  # and they keep talking there
         assert t.loops() == (t.first, t.first)
+
+
+def test_with_moves_off_talkers_stay_where_they_were_placed(
+        make_server: ServerFactory) -> None:
+    with talkers(make_server, moves=False) as t:
+        t.ping_pong(3 * FOLLOW_AFTER)
+        settle(t.second, t.first, t.second)
+        assert t.loops() == (t.first, t.second)
 
 
 def test_talks_to_brings_the_peer_when_its_loop_is_full(make_server: ServerFactory) -> None:

@@ -168,6 +168,26 @@ def test_a_round_of_sends_is_written_after_the_round(make_server: ServerFactory)
     assert readable_during_round == [False]
 
 
+def test_without_deferred_writes_each_send_is_written_at_once(
+        make_server: ServerFactory) -> None:
+    readable_during_round: list[bool] = []
+    client: list[socket.socket] = []
+
+    def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        buf.retrieve_all()
+        conn.send(b"one ")
+        readable_during_round.append(bool(select.select(client, [], [], 0)[0]))
+        conn.send(b"two")
+
+    server = make_server(on_message=on_message)
+    server.set_deferred_writes(False)  # read at accept: before the first connection
+    with connect(server) as sock:
+        client.append(sock)
+        sock.sendall(b"go")
+        assert recv_exact(sock, 7) == b"one two"
+    assert readable_during_round == [True]
+
+
 def test_what_was_sent_before_a_force_close_still_arrives(make_server: ServerFactory) -> None:
     def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
         buf.retrieve_all()
