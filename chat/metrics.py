@@ -358,8 +358,14 @@ def delivered_live(kind: str, read_at: float) -> None:
         hist = _delivery_local.shard[kind]
     except (AttributeError, KeyError):
         hist = DELIVERY_LATENCY.histogram(kind)
-    hist.counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+    if latency <= _FIRST_BOUND:  # the usual one, handed over in the read's own round
+        hist.counts[0] += 1
+    else:
+        hist.counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
     hist.sum += latency
+
+
+_FIRST_BOUND = LATENCY_BUCKETS[0]
 
 
 def store_operation() -> str:
