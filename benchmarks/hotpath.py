@@ -9,7 +9,7 @@ enough to compare one change to the code:
    on a fresh SQLite file, and ``--pairs`` pairs of users registered and
    logged in over loopback, as a client would;
 2. then each sender's server-side socket is swapped for a stand-in whose
-   ``recv`` returns one 64-character chat frame and whose ``send`` takes
+   ``recv_into`` reads one 64-character chat frame and whose ``send`` takes
    everything, and so is each recipient's;
 3. a round reads every sender once (``handle_read``: frame, checks, message
    id, routing, the recipient's outbox) and runs the loop's before-poll
@@ -55,8 +55,13 @@ class StandInSocket:
         self.frame = frame
         self.lines = 0  # frames written to it: each message must arrive
 
-    def recv(self, _size: int) -> bytes:
+    def recv(self, _size: int) -> bytes:  # what builds before recv_into called
         return self.frame
+
+    def recv_into(self, buffer: memoryview) -> int:
+        n = len(self.frame)
+        buffer[:n] = self.frame
+        return n
 
     def send(self, data: bytes) -> int:
         self.lines += data.count(b"\n")

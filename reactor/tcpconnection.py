@@ -104,7 +104,6 @@ _STATE_NAMES = ("connecting", "connected", "disconnecting", "disconnected")
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _READ_WRITE = _READ | _WRITE
-_RECV_SIZE = 65536
 _DEFAULT_HIGH_WATER_MARK = 64 * 1024 * 1024
 # Whether the per-message methods check their thread too (see the module docstring).
 CHECK_OWNER = os.environ.get("REACTOR_DEBUG", "") not in ("", "0")
@@ -486,17 +485,20 @@ class TcpConnection:
             self.handle_write()
 
     def handle_read(self, _mask: int = _READ) -> None:
-        """Read once into ``input_buffer`` and call the message callback. Loop thread only."""
+        """Read once; hand the bytes to the data callback, or append them to
+        ``input_buffer`` and call the message callback. Loop thread only."""
         if CHECK_OWNER:
             self.loop.assert_in_loop_thread()
+        view = self.loop.recv_buffer  # the owner's: only its thread reads into it
         try:
-            data = self._sock.recv(_RECV_SIZE)
+            n = self._sock.recv_into(view)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.handle_error(exc)
             return
-        if data:
+        if n:
+            data = view[:n].tobytes()
             data_cb = self._data_cb
             if data_cb is not None:
                 data_cb(self, data, self.loop.poll_return_time)
