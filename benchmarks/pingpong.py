@@ -39,6 +39,7 @@ from driver.servers import (  # noqa: E402
     RelayProcess,
     add_session_option,
     machine_info,
+    process_context_switches,
     process_cpu_seconds,
 )
 from driver.users import DriverError, UserConn, UserPool, pair_up, readable  # noqa: E402
@@ -203,9 +204,11 @@ def run_target(name: str, system: Target, args: argparse.Namespace,
         for i, n in enumerate(split(args.pairs, args.procs)) if n
     ]
     cpu: list[float] = []
+    switches: list[int] = []
 
     def probe() -> None:  # the server's CPU time at the measuring window's edges
         cpu.append(system.cpu_seconds())
+        switches.append(process_context_switches(system.pid))
 
     marks = [(args.warmup, probe), (args.warmup + args.seconds, probe)] if system.pid else []
     results = run_workers(pingpong_worker, configs, label=name, marks=marks)
@@ -222,6 +225,8 @@ def run_target(name: str, system: Target, args: argparse.Namespace,
                                   if len(cpu) == 2 and delivered else None),
         "driver_cpu_us_per_msg": (round(sum(r["cpu_seconds"] for r in results) * 1e6
                                         / delivered, 1) if delivered else None),
+        "server_switches_per_msg": (round((switches[1] - switches[0]) / delivered, 3)
+                                    if len(switches) == 2 and delivered else None),
         "ack": ack,
         "acks_sent": sum(r["acks"] for r in results),
         "receipts": sum(r["receipts"] for r in results),
@@ -366,14 +371,16 @@ def format_table(summary: dict[str, Any]) -> str:
     cols = ("p50", "p90", "p99", "p99.9", "max")
     head = (f"| {'system':<16} | {'msgs/s':>8} | {'vs relay':>8} | "
             + " | ".join(f"{c + ' us':>9}" for c in cols)
-            + " | server CPU us/msg | driver CPU us/msg | errors |")
+            + " | server CPU us/msg | switches/msg | driver CPU us/msg | errors |")
     lines = [head, "|" + "|".join("-" * len(part) for part in head.split("|")[1:-1]) + "|"]
     for r in summary["results"]:
         ratio = f"{r['ratio_vs_relay']:.2f}x" if r["ratio_vs_relay"] is not None else "-"
         lat = " | ".join(f"{r['latency_us'][c]:>9,.0f}" for c in cols)
         srv, drv = r["server_cpu_us_per_msg"], r["driver_cpu_us_per_msg"]
+        sw = r.get("server_switches_per_msg")
         lines.append(f"| {r['target']:<16} | {r['msgs_per_s']:>8,.0f} | {ratio:>8} | {lat} | "
                      f"{'-' if srv is None else f'{srv:.1f}':>17} | "
+                     f"{'-' if sw is None else f'{sw:.2f}':>12} | "
                      f"{'-' if drv is None else f'{drv:.1f}':>17} | "
                      f"{r['errors'] + r['lost_in_flight']:>6} |")
     return "\n".join(lines)

@@ -211,6 +211,18 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_context_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of a running process so far."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    return total
+
+
 def machine_info() -> dict[str, Any]:
     """What a reader needs to compare figures: cores, Python, kernel, date."""
     uname = platform.uname()
