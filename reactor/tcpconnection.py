@@ -280,7 +280,7 @@ class TcpConnection:
                 self._flush_due = True
                 self.loop.call_before_poll(self._flush_cb)
             else:
-                self._flush()
+                self._write_now()
 
     def _flush(self) -> None:
         # Before the owner's next poll: one write of what the round queued.
@@ -313,6 +313,30 @@ class TcpConnection:
         self.output_buffer.append(memoryview(data)[written:])
         self._writing = True  # the kernel took only part: wait until it takes more
         self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
+
+    def _write_now(self) -> None:
+        # --no-deferred-writes: written at the send, as muduo does. The
+        # write-complete callback is posted, not called: called here, a
+        # callback that sends again (the outbox paging a backlog) would
+        # recurse once per message.
+        data = self.output_buffer.retrieve_all()
+        try:
+            written = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            self.handle_error(exc)
+            return
+        if written < len(data):
+            self.output_buffer.append(memoryview(data)[written:])
+            self._writing = True
+            self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
+        elif self._write_complete_cb is not None or self._state == _DISCONNECTING:
+            self.post(self._drained_if_empty)
+
+    def _drained_if_empty(self) -> None:
+        if not self.output_buffer and self._state != _DISCONNECTED:
+            self._drained()
 
     def _drained(self) -> None:
         if CHECK_OWNER:
