@@ -172,11 +172,13 @@ def test_without_deferred_writes_each_send_is_written_at_once(
         make_server: ServerFactory) -> None:
     readable_during_round: list[bool] = []
     client: list[socket.socket] = []
+    looked = threading.Event()
 
     def on_message(conn: TcpConnection, buf: Buffer, _t: float) -> None:
         buf.retrieve_all()
         conn.send(b"one ")
         readable_during_round.append(bool(select.select(client, [], [], 0)[0]))
+        looked.set()
         conn.send(b"two")
 
     server = make_server(on_message=on_message)
@@ -184,6 +186,7 @@ def test_without_deferred_writes_each_send_is_written_at_once(
     with connect(server) as sock:
         client.append(sock)
         sock.sendall(b"go")
+        assert looked.wait(WAIT)  # the client reads nothing before the handler looked
         assert recv_exact(sock, 7) == b"one two"
     assert readable_during_round == [True]
 
