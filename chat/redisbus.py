@@ -33,11 +33,40 @@ Threads:
   since others stored messages for it meanwhile.
 - The *heartbeat thread* refreshes the heartbeat key and pays back owed
   ``flush-all`` broadcasts.
-- Any thread may ``publish``; it uses a pooled client with short timeouts.
-  A failed publish returns False (the service stores the message offline)
-  and opens a short circuit breaker so an outage costs nothing per message.
-  Any failed ``flush`` notice is owed: once Redis answers again, one
-  ``flush-all`` on ``chat:cluster`` makes every holder look.
+- The *publisher thread* publishes chat (group commit).  A loop never waits
+  on Redis for a chat message: it hands the bus a `Handoff` (``hand_off``)
+  and suspends the sender's connection until the handoff is done.  The
+  thread takes everything queued and sends ONE pipeline holding at most one
+  message per recipient: a later message for a recipient already in this
+  pipeline, and every message for that recipient after it, waits for the
+  next one.  It then settles each result before it builds the next
+  pipeline: >0 subscribers took it (delivered); 0, a failed pipeline, or a
+  user in ``_unflushed`` goes to the ``settle`` callback (the router stores
+  it offline, which also kicks a local holder or publishes ``flush``) at
+  once, in this thread.  So a message for a user can never overtake an
+  earlier one for the same user handed to this bus, whoever sent them, even
+  when the earlier one was stored: the rule "PUBLISH returned 0 -> store"
+  stays true per message, and what a pipeline costs (one round trip) is
+  shared by every message in it.  Then each finished handoff's ``done`` is
+  called (the service posts the sender's reply to its loop).  Receipts
+  (``notify_each``) ride the same thread, best effort.  ``close`` drains:
+  what is queued is published, or stored if Redis is gone; a handoff after
+  ``close`` is settled in the caller's thread (stored).
+- Any thread may also ``publish``/``publish_many`` synchronously (tools,
+  tests, a bus user that does not hand off); they and the publisher thread
+  use a pooled client with short timeouts.  A failed publish counts as
+  nobody took it (the message is stored offline) and opens a short circuit
+  breaker so an outage costs nothing per message.  Any failed ``flush``
+  notice is owed: once Redis answers again, one ``flush-all`` on
+  ``chat:cluster`` makes every holder look.
+- Delivery in batches: after ``get_message`` returns a message, the
+  subscriber thread takes what else is already readable (up to
+  ``DELIVER_BATCH``) and hands the user-channel messages and ``flush``
+  notices to ``deliver_many`` in one call, in arrival order; the router
+  posts one closure per recipient connection for the whole batch.  Anything
+  else (a subscription's confirmation, ``flush-all``) first hands on what the
+  batch holds so far, so an unsubscribe is still confirmed only after every
+  message before it was handled.
 """
 
 from __future__ import annotations
@@ -47,6 +76,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from contextlib import nullcontext
 
 import redis
@@ -55,7 +85,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from chat import metrics
-from chat.bus import Blocking, Deliver, Flush
+from chat.bus import Blocking, Deliver, DeliverMany, Flush, Handoff, Settle
 
 log = logging.getLogger("chat.redisbus")
 
@@ -72,6 +102,10 @@ PUBLISH_TIMEOUT = 0.5  # socket timeouts of the publishing client
 CIRCUIT_OPEN = 0.5  # after a failed publish, fail the next ones at once for this long
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 POLL = 1.0  # the subscriber's longest sleep in get_message
+PIPELINE_MAX = 256  # messages in one pipeline of the publisher thread
+SCAN_MAX = 4 * PIPELINE_MAX  # queued messages looked at to fill one pipeline
+DELIVER_BATCH = 256  # messages the subscriber reads before handing them on
+CLOSE_WAIT = 3.0  # how long close waits for the publisher thread to drain
 
 
 def user_channel(user_id: int) -> str:
@@ -94,6 +128,8 @@ def _user_of(channel: str) -> int | None:
 
 class RedisBus:
     """The Bus of a cluster member.  Every public method is safe from any thread."""
+
+    later = True  # chat goes through ``hand_off`` and the publisher thread
 
     def __init__(self, url: str, server_id: str, heartbeat_ttl: float = HEARTBEAT_TTL,
                  heartbeat_every: float = HEARTBEAT_EVERY,
@@ -125,18 +161,48 @@ class RedisBus:
         self._stop = threading.Event()
         self._deliver: Deliver | None = None
         self._flush: Flush | None = None
+        self._deliver_many: DeliverMany | None = None
+        self._settle: Settle | None = None
         self._threads: list[threading.Thread] = []
+        # The publisher thread's queue: handoffs, then None once closed.
+        self._outq: queue.SimpleQueue[Handoff | None] = queue.SimpleQueue()
+        self._out_lock = threading.Lock()  # orders hand_off against close
+        self._publishing = False  # the publisher thread runs (under _out_lock)
+        self._publisher_thread: threading.Thread | None = None
 
     # -- Bus -------------------------------------------------------------------
 
-    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
-        """Beat once (so peers see us alive at once), then start both threads."""
+    def start(self, deliver: Deliver, flush: Flush | None = None,
+              deliver_many: DeliverMany | None = None, settle: Settle | None = None) -> None:
+        """Beat once (so peers see us alive at once), then start the threads."""
         self._deliver, self._flush = deliver, flush
+        self._deliver_many, self._settle = deliver_many, settle
         self._beat()
         for target, name in ((self._subscriber, "redis-sub"), (self._heartbeat, "redis-beat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        with self._out_lock:
+            self._publishing = True
+        self._publisher_thread = threading.Thread(target=self._publisher, name="redis-pub",
+                                                  daemon=True)
+        self._publisher_thread.start()
+
+    def hand_off(self, handoff: Handoff) -> None:
+        """Publish ``handoff`` from the publisher thread; never waits on Redis.
+
+        Not started, or closed: settled here and now (all of it stored).
+        """
+        if not handoff.items:
+            if handoff.done is not None:
+                handoff.done(handoff)
+            return
+        with self._out_lock:
+            if self._publishing:
+                self._outq.put(handoff)
+                return
+        self._finish([(handoff, i) for i in range(len(handoff.items))],
+                     [0] * len(handoff.items))
 
     def subscribe(self, user_id: int) -> None:
         """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable)."""
@@ -205,8 +271,10 @@ class RedisBus:
         return held + [u for u, n in zip(targets, counts, strict=True) if n == 0]
 
     def notify_each(self, notices: list[tuple[int, bytes]]) -> None:
-        """Best effort, pipelined; unlike ``publish`` a failure changes nothing here."""
-        self._publish_each([(user_channel(u), payload) for u, payload in notices])
+        """Best effort, from the publisher thread; unlike ``publish`` a failure
+        changes nothing here."""
+        if notices:
+            self.hand_off(Handoff(notices, notice=True))
 
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
@@ -241,7 +309,14 @@ class RedisBus:
         return uptime < self._ttl + 1
 
     def close(self) -> None:
-        """Stop both threads and remove the heartbeat (a clean exit, not a death)."""
+        """Drain the publisher thread (what Redis does not take is stored), stop
+        the threads and remove the heartbeat (a clean exit, not a death)."""
+        with self._out_lock:
+            publishing, self._publishing = self._publishing, False
+            if publishing:
+                self._outq.put(None)  # after every handoff queued before it
+        if publishing and self._publisher_thread is not None:
+            self._publisher_thread.join(CLOSE_WAIT)
         self._stop.set()
         self._wake()
         for thread in self._threads:
@@ -289,6 +364,88 @@ class RedisBus:
             self._circuit_until = time.monotonic() + CIRCUIT_OPEN
             self._owe_flush_all = True
             return None
+
+    # -- publisher thread --------------------------------------------------------
+
+    def _publisher(self) -> None:
+        """Group commit: one pipeline per round, at most one message per recipient."""
+        pending: deque[tuple[Handoff, int]] = deque()
+        closing = False
+        while pending or not closing:
+            closing = self._take(pending, block=not pending) or closing
+            batch, rest = _one_per_user(pending)
+            pending = rest
+            try:
+                self._finish(batch, self._publish_batch(batch))
+            except Exception:
+                log.exception("bug in the publisher thread")
+
+    def _take(self, pending: deque[tuple[Handoff, int]], block: bool) -> bool:
+        """Move what is queued into ``pending`` (waiting for one if ``block``);
+        True once the queue's end (close) was reached."""
+        while True:
+            try:
+                handoff = self._outq.get(block)
+            except queue.Empty:
+                return False
+            if handoff is None:
+                return True
+            pending.extend((handoff, i) for i in range(len(handoff.items)))
+            block = False
+
+    def _publish_batch(self, batch: list[tuple[Handoff, int]]) -> list[int]:
+        """Subscribers reached by each message, one pipeline; 0 for a user in
+        ``_unflushed`` (not sent: it would overtake what was stored) and for
+        all of them if Redis failed."""
+        counts = [0] * len(batch)
+        sent: list[int] = []  # indexes into batch
+        messages: list[tuple[str, bytes]] = []
+        unflushed = self._unflushed
+        for k, (handoff, i) in enumerate(batch):
+            user_id, payload = handoff.items[i]
+            if user_id in unflushed and not handoff.notice:
+                continue
+            sent.append(k)
+            messages.append((user_channel(user_id), payload))
+        if not messages:
+            return counts
+        reached = self._publish_each(messages)
+        if reached is None:
+            unflushed.update(handoff.items[i][0] for handoff, i in batch if not handoff.notice)
+            return counts
+        for k, n in zip(sent, reached, strict=True):
+            counts[k] = n
+        return counts
+
+    def _finish(self, batch: list[tuple[Handoff, int]], counts: list[int]) -> None:
+        """Settle what nobody took (stored, before anything later is published),
+        then tell each handoff whose items are all settled."""
+        missed: list[tuple[Handoff, int, bytes]] = []
+        left: dict[int, tuple[Handoff, int]] = {}  # id(handoff) -> (it, items settled here)
+        for (handoff, i), n in zip(batch, counts, strict=True):
+            if n > 0:
+                handoff.reached += 1
+            elif not handoff.notice:
+                missed.append((handoff, *handoff.items[i]))
+            done = left.get(id(handoff))
+            left[id(handoff)] = (handoff, done[1] + 1 if done else 1)
+        if missed:
+            if self._settle is None:
+                log.warning("%d message(s) nobody took and nothing stores", len(missed))
+            else:
+                try:
+                    self._settle(missed)
+                except Exception as exc:  # the router's own failures are set on the handoff
+                    log.exception("bug while storing what the bus could not deliver")
+                    for handoff, _, _ in missed:
+                        handoff.error = exc
+        for handoff, n in left.values():
+            handoff.left -= n
+            if handoff.left == 0 and handoff.done is not None:
+                try:
+                    handoff.done(handoff)
+                except Exception:
+                    log.exception("bug in a handoff's completion")
 
     def _wake(self) -> None:
         if time.monotonic() < self._circuit_until:
@@ -351,25 +508,50 @@ class RedisBus:
         pubsub.subscribe(*channels)
         pending = set(channels)
         resumed = False
+        batch: list[tuple[int, bytes | None]] = []  # user-channel messages, in order
         while not self._stop.is_set():
             self._drain_requests(pubsub)
             msg = pubsub.get_message(timeout=POLL)
-            if msg is None:
-                continue
-            channel = _decode(msg["channel"])
-            if msg["type"] == "subscribe":
-                pending.discard(channel)
-                self._confirm(channel)
-                if not pending and not resumed:
-                    resumed = True
-                    with self._lock:
-                        self._connected = True
-                        self._ready.set()
-                    log.info("redis subscriber ready, %d local user(s)", len(self._users))
-            elif msg["type"] == "unsubscribe":
-                self._wake_waiters("unsubscribe", channel)
-            elif msg["type"] == "message":
-                self._on_message(channel, msg["data"])
+            read = 0
+            while msg is not None:
+                channel = _decode(msg["channel"])
+                user_id = _user_of(channel) if msg["type"] == "message" else None
+                if user_id is not None and self._deliver_many is not None:
+                    data = msg["data"]
+                    batch.append((user_id, None if data == FLUSH else data))
+                else:
+                    self._hand_on(batch)  # what came before goes first
+                    if msg["type"] == "subscribe":
+                        pending.discard(channel)
+                        self._confirm(channel)
+                        if not pending and not resumed:
+                            resumed = True
+                            with self._lock:
+                                self._connected = True
+                                self._ready.set()
+                            log.info("redis subscriber ready, %d local user(s)",
+                                     len(self._users))
+                    elif msg["type"] == "unsubscribe":
+                        self._wake_waiters("unsubscribe", channel)
+                    elif msg["type"] == "message":
+                        self._on_message(channel, msg["data"])
+                read += 1
+                if read >= DELIVER_BATCH:
+                    break
+                msg = pubsub.get_message(timeout=0)  # what is already readable
+            self._hand_on(batch)
+
+    def _hand_on(self, batch: list[tuple[int, bytes | None]]) -> None:
+        """Give the batch read so far to ``deliver_many`` and empty it."""
+        if not batch:
+            return
+        items = batch[:]
+        batch.clear()
+        assert self._deliver_many is not None
+        try:
+            self._deliver_many(items)
+        except Exception:
+            log.exception("bug while handing on %d message(s) from the bus", len(items))
 
     def _drain_requests(self, pubsub: redis.client.PubSub | None) -> None:
         """Apply queued (un)subscribe requests to the desired set, and to Redis if connected."""
@@ -434,6 +616,32 @@ class RedisBus:
         if self._flush is not None:
             for user_id in user_ids:
                 self._flush(user_id)
+
+
+def _one_per_user(pending: deque[tuple[Handoff, int]]
+                  ) -> tuple[list[tuple[Handoff, int]], deque[tuple[Handoff, int]]]:
+    """The next pipeline and what waits: in queue order, at most one message per
+    user and ``PIPELINE_MAX`` in all; a user's later messages all wait behind
+    the first that waits (looking at no more than ``SCAN_MAX`` of the queue)."""
+    batch: list[tuple[Handoff, int]] = []
+    rest: deque[tuple[Handoff, int]] = deque()
+    seen: set[int] = set()
+    scanned = 0
+    while pending:
+        item = pending.popleft()
+        user_id = item[0].items[item[1]][0]
+        if user_id in seen:
+            rest.append(item)
+        else:
+            seen.add(user_id)
+            batch.append(item)
+            if len(batch) >= PIPELINE_MAX:
+                break
+        scanned += 1
+        if scanned >= SCAN_MAX:
+            break
+    rest.extend(pending)
+    return batch, rest
 
 
 def _decode(value: bytes | str) -> str:
