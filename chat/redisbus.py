@@ -78,6 +78,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -182,6 +183,7 @@ class RedisBus:
         self._out_lock = threading.Lock()  # orders hand_off against close
         self._publishing = False  # the publisher thread runs (under _out_lock)
         self._publisher_thread: threading.Thread | None = None
+        self._local = threading.local()  # .round: the loop thread's _Round (attach_loop)
 
     # -- Bus -------------------------------------------------------------------
 
@@ -201,14 +203,28 @@ class RedisBus:
                                                   daemon=True)
         self._publisher_thread.start()
 
+    def attach_loop(self, before_poll: Callable[[Callable[[], None]], None]) -> None:
+        """Called in a loop thread: what this thread hands off from now on is
+        published once per loop round, on a connection of its own, by a call
+        ``before_poll`` queues (the loop's ``call_before_poll``), instead of by
+        the publisher thread.  Without our own connection (see
+        `_RawPublisher`) it does nothing."""
+        if self._raw is not None:
+            self._local.round = _Round(self, before_poll, self._raw.fresh())
+
     def hand_off(self, handoff: Handoff) -> None:
-        """Publish ``handoff`` from the publisher thread; never waits on Redis.
+        """Publish ``handoff`` at the end of this loop's round (``attach_loop``) or
+        from the publisher thread; never waits on Redis.
 
         Not started, or closed: settled here and now (all of it stored).
         """
         if not handoff.items:
             if handoff.done is not None:
                 handoff.done(handoff)
+            return
+        rnd: _Round | None = getattr(self._local, "round", None)
+        if rnd is not None:
+            rnd.add(handoff)
             return
         with self._out_lock:
             if self._publishing:
@@ -408,7 +424,8 @@ class RedisBus:
             pending.extend((handoff, i) for i in range(len(handoff.items)))
             block = False
 
-    def _publish_batch(self, batch: list[tuple[Handoff, int]]) -> list[int]:
+    def _publish_batch(self, batch: list[tuple[Handoff, int]],
+                       raw: _RawPublisher | None = None) -> list[int]:
         """Subscribers reached by each message, one pipeline; 0 for a user in
         ``_unflushed`` (not sent: it would overtake what was stored) and for
         all of them if Redis failed."""
@@ -424,7 +441,8 @@ class RedisBus:
             messages.append((user_channel(user_id), payload))
         if not messages:
             return counts
-        reached = self._publish_raw(messages) if self._raw else self._publish_each(messages)
+        raw = raw or self._raw
+        reached = self._publish_raw(messages, raw) if raw else self._publish_each(messages)
         if reached is None:
             unflushed.update(handoff.items[i][0] for handoff, i in batch if not handoff.notice)
             return counts
@@ -462,14 +480,14 @@ class RedisBus:
                 except Exception:
                     log.exception("bug in a handoff's completion")
 
-    def _publish_raw(self, messages: list[tuple[str, bytes]]) -> list[int] | None:
-        """``_publish_each`` on the publisher thread's own connection."""
-        assert self._raw is not None
+    def _publish_raw(self, messages: list[tuple[str, bytes]],
+                     raw: _RawPublisher) -> list[int] | None:
+        """``_publish_each`` on a connection of our own."""
         if time.monotonic() < self._circuit_until:
             return None
         try:
             with self._blocking(), metrics.REDIS_PUBLISH.time():
-                return self._raw.publish(messages)
+                return raw.publish(messages)
         except (OSError, RedisError) as exc:
             if time.monotonic() >= self._circuit_until:
                 log.warning("pipelined publish of %d failed: %s", len(messages), exc)
@@ -640,6 +658,36 @@ class RedisBus:
                 self._flush(user_id)
 
 
+class _Round:
+    """A loop thread's handoffs, published in one pipeline (or a few: at most one
+    message per recipient in each) before the loop polls again, then settled
+    as the publisher thread settles its own, in this thread."""
+
+    __slots__ = ("_before_poll", "_bus", "_due", "_pending", "_raw")
+
+    def __init__(self, bus: RedisBus, before_poll: Callable[[Callable[[], None]], None],
+                 raw: _RawPublisher) -> None:
+        self._bus = bus
+        self._before_poll = before_poll
+        self._raw = raw
+        self._pending: deque[tuple[Handoff, int]] = deque()
+        self._due = False
+
+    def add(self, handoff: Handoff) -> None:
+        self._pending.extend((handoff, i) for i in range(len(handoff.items)))
+        if not self._due:
+            self._due = True
+            self._before_poll(self.flush)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, deque()
+        self._due = False
+        bus = self._bus
+        while pending:
+            batch, pending = _one_per_user(pending)
+            bus._finish(batch, bus._publish_batch(batch, self._raw))
+
+
 class _RawPublisher:
     """One connection for the publisher thread's pipelines: PUBLISH commands
     written as RESP by hand, the replies read by hiredis.
@@ -671,6 +719,13 @@ class _RawPublisher:
             return None
         return cls(params["host"], int(params.get("port", 6379)), int(params.get("db", 0)),
                    params.get("username"), params.get("password"), timeout)
+
+    def fresh(self) -> _RawPublisher:
+        """Another connection to the same Redis (opened at its first use)."""
+        fresh = _RawPublisher.__new__(_RawPublisher)
+        fresh.address, fresh.setup, fresh._timeout = self.address, self.setup, self._timeout
+        fresh._sock = fresh._reader = None
+        return fresh
 
     def publish(self, messages: list[tuple[str, bytes]]) -> list[int]:
         """Subscribers reached by each (channel, payload), in one round trip."""
