@@ -74,13 +74,14 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import selectors
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
@@ -203,14 +204,14 @@ class RedisBus:
                                                   daemon=True)
         self._publisher_thread.start()
 
-    def attach_loop(self, before_poll: Callable[[Callable[[], None]], None]) -> None:
-        """Called in a loop thread: what this thread hands off from now on is
-        published once per loop round, on a connection of its own, by a call
-        ``before_poll`` queues (the loop's ``call_before_poll``), instead of by
-        the publisher thread.  Without our own connection (see
+    def attach_loop(self, loop: LoopHooks) -> None:
+        """Called in ``loop``'s thread: what this thread hands off from now on is
+        published at the end of the loop's round, on a connection of the loop's
+        own whose replies the loop reads as it reads its sockets (`_Round`),
+        instead of by the publisher thread.  Without our own connections (see
         `_RawPublisher`) it does nothing."""
         if self._raw is not None:
-            self._local.round = _Round(self, before_poll, self._raw.fresh())
+            self._local.round = _Round(self, loop, self._raw)
 
     def hand_off(self, handoff: Handoff) -> None:
         """Publish ``handoff`` at the end of this loop's round (``attach_loop``) or
@@ -424,13 +425,28 @@ class RedisBus:
             pending.extend((handoff, i) for i in range(len(handoff.items)))
             block = False
 
-    def _publish_batch(self, batch: list[tuple[Handoff, int]],
-                       raw: _RawPublisher | None = None) -> list[int]:
+    def _publish_batch(self, batch: list[tuple[Handoff, int]]) -> list[int]:
         """Subscribers reached by each message, one pipeline; 0 for a user in
         ``_unflushed`` (not sent: it would overtake what was stored) and for
         all of them if Redis failed."""
+        counts, sent, messages = self._outgoing(batch)
+        if not messages:
+            return counts
+        reached = (self._publish_raw(messages, self._raw) if self._raw
+                   else self._publish_each(messages))
+        if reached is None:
+            self._failed(batch)
+            return counts
+        for k, n in zip(sent, reached, strict=True):
+            counts[k] = n
+        return counts
+
+    def _outgoing(self, batch: list[tuple[Handoff, int]]
+                  ) -> tuple[list[int], list[int], list[tuple[str, bytes]]]:
+        """A count of 0 for each message, and which of them to send (their indexes,
+        their channels and payloads): all but those for users in ``_unflushed``."""
         counts = [0] * len(batch)
-        sent: list[int] = []  # indexes into batch
+        sent: list[int] = []
         messages: list[tuple[str, bytes]] = []
         unflushed = self._unflushed
         for k, (handoff, i) in enumerate(batch):
@@ -439,16 +455,19 @@ class RedisBus:
                 continue
             sent.append(k)
             messages.append((user_channel(user_id), payload))
-        if not messages:
-            return counts
-        raw = raw or self._raw
-        reached = self._publish_raw(messages, raw) if raw else self._publish_each(messages)
-        if reached is None:
-            unflushed.update(handoff.items[i][0] for handoff, i in batch if not handoff.notice)
-            return counts
-        for k, n in zip(sent, reached, strict=True):
-            counts[k] = n
-        return counts
+        return counts, sent, messages
+
+    def _failed(self, batch: list[tuple[Handoff, int]]) -> None:
+        """Redis failed with ``batch``: its users stay stored until a flush reaches
+        Redis (``_unflushed``).  The caller opened the circuit."""
+        self._unflushed.update(handoff.items[i][0] for handoff, i in batch if not handoff.notice)
+
+    def _broke(self, what: str, exc: BaseException) -> None:
+        """A publish failed: open the circuit, owe a flush-all, log once per outage."""
+        if time.monotonic() >= self._circuit_until:
+            log.warning("%s failed: %s", what, exc)
+        self._circuit_until = time.monotonic() + CIRCUIT_OPEN
+        self._owe_flush_all = True
 
     def _finish(self, batch: list[tuple[Handoff, int]], counts: list[int]) -> None:
         """Settle what nobody took (stored, before anything later is published),
@@ -489,10 +508,7 @@ class RedisBus:
             with self._blocking(), metrics.REDIS_PUBLISH.time():
                 return raw.publish(messages)
         except (OSError, RedisError) as exc:
-            if time.monotonic() >= self._circuit_until:
-                log.warning("pipelined publish of %d failed: %s", len(messages), exc)
-            self._circuit_until = time.monotonic() + CIRCUIT_OPEN
-            self._owe_flush_all = True
+            self._broke(f"pipelined publish of {len(messages)}", exc)
             return None
 
     def _wake(self) -> None:
@@ -658,34 +674,193 @@ class RedisBus:
                 self._flush(user_id)
 
 
+class LoopHooks(Protocol):
+    """What `_Round` uses of a reactor loop (``reactor.EventLoop``), from its thread."""
+
+    def call_before_poll(self, cb: Callable[[], None]) -> None: ...
+
+    def register(self, fileobj: Any, events: int, handler: Callable[[int], None]) -> None: ...
+
+    def unregister(self, fileobj: Any) -> None: ...
+
+    def run_after(self, delay: float, cb: Callable[[], None]) -> object: ...
+
+
 class _Round:
-    """A loop thread's handoffs, published in one pipeline (or a few: at most one
-    message per recipient in each) before the loop polls again, then settled
-    as the publisher thread settles its own, in this thread."""
+    """A loop thread's chat for other servers: published when the loop's round
+    ends, read back when Redis answers, and never waited for.
 
-    __slots__ = ("_before_poll", "_bus", "_due", "_pending", "_raw")
+    ``add`` queues a handoff's messages; before the loop polls again, ``_send``
+    writes one pipeline (at most one message per recipient, and none for a
+    recipient whose earlier message is still in flight) on the loop's own
+    connection, which the loop watches as it watches its clients.  Replies
+    come back in order; once a pipeline's are all in, ``_replies`` settles
+    it as the publisher thread does (``RedisBus._finish``: stored what nobody
+    took, then each finished handoff's ``done``), and only then may the next
+    message for one of its recipients go.  A connection that fails or has not
+    answered within ``PUBLISH_TIMEOUT`` fails everything in flight, as a failed
+    pipeline does (stored, ``_unflushed``, the circuit opens); the next round
+    connects again.  Loop thread only.
+    """
 
-    def __init__(self, bus: RedisBus, before_poll: Callable[[Callable[[], None]], None],
-                 raw: _RawPublisher) -> None:
+    def __init__(self, bus: RedisBus, loop: LoopHooks, raw: _RawPublisher) -> None:
         self._bus = bus
-        self._before_poll = before_poll
-        self._raw = raw
+        self._loop = loop
+        self._address, self._setup = raw.address, raw.setup
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
         self._pending: deque[tuple[Handoff, int]] = deque()
-        self._due = False
+        # pipelines sent and not answered: (batch, counts, indexes sent, when)
+        self._inflight: deque[tuple[list[tuple[Handoff, int]], list[int], list[int], float]] \
+            = deque()
+        self._busy: set[int] = set()  # recipients with a message in flight
+        self._got: list[object] = []  # the oldest pipeline's replies so far
+        self._due = False  # a _send is queued before the next poll
+        self._timer = False  # a timeout check is armed
 
     def add(self, handoff: Handoff) -> None:
         self._pending.extend((handoff, i) for i in range(len(handoff.items)))
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._due:
             self._due = True
-            self._before_poll(self.flush)
+            self._loop.call_before_poll(self._send)
 
-    def flush(self) -> None:
-        pending, self._pending = self._pending, deque()
+    def _send(self) -> None:
         self._due = False
+        if not self._pending:
+            return
+        batch, self._pending = _one_per_user(self._pending, self._busy)
+        if not batch:
+            return  # each waits for its recipient's reply
         bus = self._bus
-        while pending:
-            batch, pending = _one_per_user(pending)
-            bus._finish(batch, bus._publish_batch(batch, self._raw))
+        counts, sent, messages = bus._outgoing(batch)
+        if messages and time.monotonic() < bus._circuit_until:
+            bus._failed(batch)
+            messages = []
+        if not messages:
+            bus._finish(batch, counts)
+            if self._pending:
+                self._schedule()
+            return
+        try:
+            if self._sock is None:
+                self._connect()
+            assert self._sock is not None
+            self._sock.sendall(_pack_publish(messages))
+        except (OSError, RedisError) as exc:
+            self._drop(exc)
+            bus._broke(f"pipelined publish of {len(messages)}", exc)
+            bus._failed(batch)
+            bus._finish(batch, counts)
+            if self._pending:
+                self._schedule()
+            return
+        self._inflight.append((batch, counts, sent, time.monotonic()))
+        self._busy.update(handoff.items[i][0] for handoff, i in batch)
+        if not self._timer:
+            self._timer = True
+            self._loop.run_after(PUBLISH_TIMEOUT, self._check)
+        if self._pending and len(batch) >= PIPELINE_MAX:
+            self._schedule()
+
+    def _connect(self) -> None:
+        with self._bus._blocking():
+            sock = socket.create_connection(self._address, timeout=PUBLISH_TIMEOUT)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reader = hiredis.Reader()
+                if self._setup:  # AUTH, SELECT: answered before anything is published
+                    sock.sendall(b"".join(self._setup))
+                    for _ in self._setup:
+                        while (reply := reader.gets()) is False:
+                            data = sock.recv(65536)
+                            if not data:
+                                raise ConnectionError("Redis closed the connection")
+                            reader.feed(data)
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise RedisError(str(reply))
+            except BaseException:
+                sock.close()
+                raise
+        self._sock, self._reader = sock, reader
+        self._loop.register(sock, selectors.EVENT_READ, self._replies)
+
+    def _replies(self, _mask: int) -> None:
+        """The loop: Redis answered; settle every pipeline whose replies are all in."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(262144)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail_all(exc)
+            return
+        reader = self._reader
+        reader.feed(data)
+        bus, got, inflight = self._bus, self._got, self._inflight
+        while inflight:
+            batch, counts, sent, _ = inflight[0]
+            while len(got) < len(sent) and (reply := reader.gets()) is not False:
+                got.append(reply)
+            if len(got) < len(sent):
+                break
+            inflight.popleft()
+            for k, n in zip(sent, got, strict=True):
+                counts[k] = n if type(n) is int else 0  # an error reply: nobody took it
+            got.clear()
+            self._busy.difference_update(handoff.items[i][0] for handoff, i in batch)
+            bus._finish(batch, counts)
+        if self._pending:
+            self._schedule()
+
+    def _check(self) -> None:
+        """Timer: a pipeline unanswered for ``PUBLISH_TIMEOUT`` fails the connection."""
+        self._timer = False
+        if not self._inflight:
+            return
+        waited = time.monotonic() - self._inflight[0][3]
+        if waited >= PUBLISH_TIMEOUT:
+            self._fail_all(TimeoutError(f"no answer from Redis in {waited:.1f} s"))
+        else:
+            self._timer = True
+            self._loop.run_after(PUBLISH_TIMEOUT - waited, self._check)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        """The connection failed: what is in flight is settled as not taken."""
+        self._drop(exc)
+        bus = self._bus
+        bus._broke("pipelined publish", exc)
+        inflight, self._inflight = self._inflight, deque()
+        self._busy.clear()
+        self._got = []
+        for batch, counts, _, _ in inflight:
+            bus._failed(batch)
+            bus._finish(batch, [0] * len(counts))
+        if self._pending:
+            self._schedule()
+
+    def _drop(self, exc: BaseException) -> None:
+        sock, self._sock, self._reader = self._sock, None, None
+        if sock is None:
+            return
+        try:
+            self._loop.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+
+def _pack_publish(messages: list[tuple[str, bytes]]) -> bytes:
+    """PUBLISH channel payload, for each (channel, payload), as RESP."""
+    return b"".join([b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                     % (len(c), c, len(p), p)
+                     for c, p in ((ch.encode(), pl) for ch, pl in messages)])
 
 
 class _RawPublisher:
@@ -720,21 +895,12 @@ class _RawPublisher:
         return cls(params["host"], int(params.get("port", 6379)), int(params.get("db", 0)),
                    params.get("username"), params.get("password"), timeout)
 
-    def fresh(self) -> _RawPublisher:
-        """Another connection to the same Redis (opened at its first use)."""
-        fresh = _RawPublisher.__new__(_RawPublisher)
-        fresh.address, fresh.setup, fresh._timeout = self.address, self.setup, self._timeout
-        fresh._sock = fresh._reader = None
-        return fresh
-
     def publish(self, messages: list[tuple[str, bytes]]) -> list[int]:
         """Subscribers reached by each (channel, payload), in one round trip."""
         try:
             if self._sock is None:
                 self._connect()
-            out = b"".join([b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-                            % (len(c), c, len(p), p)
-                            for c, p in ((ch.encode(), pl) for ch, pl in messages)])
+            out = _pack_publish(messages)
             return [n if type(n) is int else 0 for n in self._round_trip(out, len(messages))]
         except BaseException:
             self.close()
@@ -905,14 +1071,15 @@ def _command(*args: str | bytes) -> bytes:
     return b"".join(parts)
 
 
-def _one_per_user(pending: deque[tuple[Handoff, int]]
+def _one_per_user(pending: deque[tuple[Handoff, int]], busy: set[int] | None = None
                   ) -> tuple[list[tuple[Handoff, int]], deque[tuple[Handoff, int]]]:
     """The next pipeline and what waits: in queue order, at most one message per
-    user and ``PIPELINE_MAX`` in all; a user's later messages all wait behind
-    the first that waits (looking at no more than ``SCAN_MAX`` of the queue)."""
+    user and ``PIPELINE_MAX`` in all, none for a user in ``busy`` (a message in
+    flight); a user's later messages all wait behind the first that waits
+    (looking at no more than ``SCAN_MAX`` of the queue)."""
     batch: list[tuple[Handoff, int]] = []
     rest: deque[tuple[Handoff, int]] = deque()
-    seen: set[int] = set()
+    seen: set[int] = set(busy) if busy else set()
     scanned = 0
     while pending:
         item = pending.popleft()

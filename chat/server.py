@@ -165,7 +165,7 @@ class ChatServer:
         if attach := getattr(self.service.bus, "attach_loop", None):  # RedisBus
             # Chat for other servers leaves once per round of the loop that took it.
             for loop in self.tcp.thread_pool.get_all_loops():
-                loop.queue_in_loop(partial(attach, loop.call_before_poll))
+                loop.queue_in_loop(partial(attach, loop))
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
         self.loop.run_every(RECORD_MIDS_EVERY, self._record_mids)
