@@ -33,25 +33,44 @@ Threads:
   since others stored messages for it meanwhile.
 - The *heartbeat thread* refreshes the heartbeat key and pays back owed
   ``flush-all`` broadcasts.
-- The *publisher thread* publishes chat (group commit).  A loop never waits
-  on Redis for a chat message: it hands the bus a `Handoff` (``hand_off``)
-  and suspends the sender's connection until the handoff is done.  The
-  thread takes everything queued and sends ONE pipeline holding at most one
-  message per recipient: a later message for a recipient already in this
-  pipeline, and every message for that recipient after it, waits for the
-  next one.  It then settles each result before it builds the next
-  pipeline: >0 subscribers took it (delivered); 0, a failed pipeline, or a
-  user in ``_unflushed`` goes to the ``settle`` callback (the router stores
-  it offline, which also kicks a local holder or publishes ``flush``) at
-  once, in this thread.  So a message for a user can never overtake an
-  earlier one for the same user handed to this bus, whoever sent them, even
-  when the earlier one was stored: the rule "PUBLISH returned 0 -> store"
-  stays true per message, and what a pipeline costs (one round trip) is
-  shared by every message in it.  Then each finished handoff's ``done`` is
-  called (the service posts the sender's reply to its loop).  Receipts
-  (``notify_each``) ride the same thread, best effort.  ``close`` drains:
-  what is queued is published, or stored if Redis is gone; a handoff after
-  ``close`` is settled in the caller's thread (stored).
+- Chat for users of other processes is published without a loop ever
+  waiting on Redis for it (group commit).  The service hands the bus a
+  `Handoff` (one request's messages, one per recipient) and suspends the
+  sender's connection until the handoff is done (RequestPipeline's
+  ``suspended``, as for a password hash): the reply follows, then the
+  connection's later frames.  A loop thread that ``attach_loop`` was called
+  in publishes its handoffs itself, as a *round* (`_Round`): before it polls
+  again it writes ONE pipeline on a Redis connection of its own and goes
+  on; the loop watches that connection as it watches its clients, and when
+  a pipeline's replies are all in, it settles them.  Any other thread's
+  handoffs go to the *publisher thread*, which does the same with one
+  pipeline at a time (it waits for each).  The rules, for both:
+
+  * a pipeline holds at most one message per recipient, and none for a
+    recipient whose previous message is still in flight; a later message for
+    such a recipient, and every message for it after that one, waits, so a
+    recipient's messages leave in the order they were handed off;
+  * settling: >0 subscribers took it (delivered); 0, a failed pipeline, a
+    connection that did not answer within ``PUBLISH_TIMEOUT``, or a user in
+    ``_unflushed`` (not even sent) goes to the ``settle`` callback (the
+    router stores it offline, which also kicks a local holder or publishes
+    ``flush``) at once, in that thread, before the recipient's next message
+    may go.  So the rule "PUBLISH returned 0 -> store" stays true per
+    message, and a message for a user never overtakes an earlier one for
+    the same user handed to the same round or thread, even when the earlier
+    one was stored.  Per sender the order holds whatever the thread: the
+    sender's next request is served only once this one is settled;
+  * then each finished handoff's ``done`` runs (the service posts the
+    sender's reply into its loop).
+
+  What one round trip costs is shared by every message in the pipeline, and
+  a loop thread hands nothing to another thread to publish.  Receipts
+  (``notify_each``) ride the same way, best effort.  ``close`` drains the
+  publisher thread (what Redis does not take is stored); a handoff after
+  ``close`` or before ``start`` is settled in the caller's thread (stored).
+  A PUBLISH that timed out counts as not taken and is stored, but a stalled
+  (not dead) Redis may still run it when it resumes: that message then
+  arrives twice, with one ``mid`` (clients drop the repeat).
 - Any thread may also ``publish``/``publish_many`` synchronously (tools,
   tests, a bus user that does not hand off); they and the publisher thread
   use a pooled client with short timeouts.  A failed publish counts as
@@ -546,8 +565,9 @@ class RedisBus:
     def _subscriber(self) -> None:
         backoff = BACKOFF_MIN
         while not self._stop.is_set():
-            link = self._link()
+            link: _Link | None = None
             try:
+                link = self._link()
                 self._session(link)
                 backoff = BACKOFF_MIN
             except (RedisError, OSError) as exc:
@@ -559,7 +579,8 @@ class RedisBus:
                     self._connected = False
                     self._ready.clear()
                     self._release_waiters()
-                link.close()
+                if link is not None:
+                    link.close()
             self._stop.wait(backoff)
 
     def _link(self) -> _Link:

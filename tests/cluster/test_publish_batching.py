@@ -225,3 +225,16 @@ def test_close_drains_the_publisher_thread(redis: RedisServer) -> None:
     assert len(done) == 200 and sorted(stored, key=int) == [b"%d" % n for n in range(200)]
     bus.hand_off(Handoff([(1, b"late")], done.append))  # after close: settled at once
     assert len(done) == 201 and stored[-1] == b"late"
+
+
+def test_a_subscriber_that_cannot_connect_keeps_trying() -> None:
+    redis = RedisServer()  # not started: connections are refused
+    bus = RedisBus(redis.url, "early")
+    bus.start(lambda user, payload: None)
+    try:
+        assert not bus.wait_connected(0.3)  # refused a few times by now
+        redis.start()
+        assert bus.wait_connected(10)
+    finally:
+        bus.close()
+        redis.cleanup()
