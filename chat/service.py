@@ -258,12 +258,19 @@ class ChatService(AccountHandlers):
                          "live": live_here + settled.reached, "stored": settled.stored}
             self._reply(conn, session, msg, reply)
 
-        def done(settled: Handoff) -> None:  # the bus's thread
-            session.post(lambda: self._offloaded(conn, session, msg, Outcome(settled), landed))
+        handing = [True]
+
+        def done(settled: Handoff) -> None:  # the bus's thread, or this loop's
+            if handing[0] or not conn.owned_here():
+                session.post(lambda: self._offloaded(conn, session, msg, Outcome(settled),
+                                                     landed))
+            else:  # settled by this loop's round: no hop through the mailbox
+                self._offloaded(conn, session, msg, Outcome(settled), landed)
 
         handoff.done = done
         session.suspended = True  # before the handoff: a closed bus settles it at once
         self.router.hand_off(handoff)
+        handing[0] = False  # settled from now on means after this handler returned
 
     # -- shutdown --------------------------------------------------------------
 
