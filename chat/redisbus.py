@@ -826,12 +826,13 @@ class _Round:
         reader.feed(data)
         bus, got, inflight = self._bus, self._got, self._inflight
         while inflight:
-            batch, counts, sent, _ = inflight[0]
+            batch, counts, sent, sent_at = inflight[0]
             while len(got) < len(sent) and (reply := reader.gets()) is not False:
                 got.append(reply)
             if len(got) < len(sent):
                 break
             inflight.popleft()
+            metrics.REDIS_PUBLISH.observe(time.monotonic() - sent_at)
             for k, n in zip(sent, got, strict=True):
                 counts[k] = n if type(n) is int else 0  # an error reply: nobody took it
             got.clear()
