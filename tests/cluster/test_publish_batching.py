@@ -238,3 +238,30 @@ def test_a_subscriber_that_cannot_connect_keeps_trying() -> None:
     finally:
         bus.close()
         redis.cleanup()
+
+
+def test_without_connections_of_its_own_the_bus_uses_redis_py(redis: RedisServer) -> None:
+    """No hiredis or another kind of URL: redis-py's PubSub and pipelines, same rules."""
+    got: list[list[tuple[int, bytes | None]]] = []
+    holder, sender = RedisBus(redis.url, "holder"), RedisBus(redis.url, "sender")
+    for bus in (holder, sender):
+        bus._raw = None
+    holder.start(lambda user, payload: None, deliver_many=got.append)
+    stored: list[bytes] = []
+    sender.start(lambda user, payload: None,
+                 settle=lambda missed: stored.extend(p for _, _, p in missed))
+    try:
+        assert holder.wait_connected(5)
+        holder.subscribe(3)
+        done: list[Handoff] = []
+        for user, text in ((3, b'{"a":1}'), (4, b'{"b":2}'), (3, b'{"c":3}')):
+            sender.hand_off(Handoff([(user, text)], done.append))
+        deadline = time.monotonic() + 5
+        while len(done) < 3 or sum(len(b) for b in got) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert [h.reached for h in done] == [1, 0, 1] and stored == [b'{"b":2}']
+        assert [item for batch in got for item in batch] == [(3, b'{"a":1}'), (3, b'{"c":3}')]
+    finally:
+        holder.close()
+        sender.close()
