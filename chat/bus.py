@@ -22,7 +22,7 @@ other loops run.
 
 A bus whose ``later`` is true publishes chat asynchronously: the service
 hands it a `Handoff` (one request's messages, one per recipient) and is
-called back, from the bus's own thread, once each message was either taken
+called back, from the thread that published it, once each message was either taken
 by a holder or, nobody having taken it, given to the ``settle`` callback
 (the router, which stores it offline) before anything published after it.
 What arrives from other processes may come in batches (``deliver_many``:
@@ -55,8 +55,9 @@ class Handoff:
     ``items`` are (user, payload), one per user.  The bus publishes each; for
     those nobody took it calls its ``settle`` callback (which stores them and
     counts ``stored``, or marks the handoff ``unknown`` or ``error``), in the
-    bus's thread, before it publishes anything handed to it later; once every
-    item is settled it calls ``done(handoff)`` (the bus's thread too).  A
+    thread that published them (a loop's round or the bus's publisher
+    thread), before it publishes the next message for those users; once
+    every item is settled it calls ``done(handoff)`` in that thread too.  A
     ``notice`` (a receipt) is best effort: one nobody took is dropped.
     """
 

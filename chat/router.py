@@ -18,10 +18,11 @@ not, the bus tells the process that may hold the user elsewhere.
 
 A bus that publishes ``later`` (Redis) is never asked from a loop to
 publish chat and wait: ``send_live`` and ``send_live_many`` deliver here
-only, and the service hands the rest to ``hand_off``.  The bus's publisher
-thread calls ``settle`` with what nobody took, which stores it (one call for
-the whole pipeline) before the bus publishes anything later, so a message
-stored for a user is never overtaken by a later one that went live.  What
+only, and the service hands the rest to ``hand_off``.  Whoever published
+it (the loop's round, or the bus's publisher thread) calls ``settle`` with
+what nobody took, which stores it (one call for the whole pipeline) before
+the next message for that user is published, so a message stored for a user
+is never overtaken by a later one that went live.  What
 other processes publish for users here comes in batches (``deliver_many``):
 one closure per recipient connection carries a batch's messages and flush
 notices, in order, into its loop.
@@ -209,7 +210,7 @@ class Router:
         self.bus.hand_off(handoff)
 
     def settle(self, missed: list[tuple[Handoff, int, bytes]]) -> None:
-        """Bus thread: messages nobody took, stored offline in one call.
+        """The publishing thread: messages nobody took, stored offline in one call.
 
         A handoff that ``check``s learns here that its user does not exist
         (``unknown``, nothing stored); one whose storing failed gets the error.
