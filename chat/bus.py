@@ -20,6 +20,15 @@ A bus that waits on a network (Redis) does every wait inside a
 passes ``reactor.blocking`` so a loop thread waiting on Redis lets the
 other loops run.
 
+A bus whose ``later`` is true publishes chat asynchronously: the service
+hands it a `Handoff` (one request's messages, one per recipient) and is
+called back, from the thread that published it, once each message was either taken
+by a holder or, nobody having taken it, given to the ``settle`` callback
+(the router, which stores it offline) before anything published after it.
+What arrives from other processes may come in batches (``deliver_many``:
+``(user, payload)`` in arrival order, a payload of None asking to flush the
+user's stored messages).
+
 `LocalBus` is the single-process router: there is no other process, so a
 user who is not connected here is offline.  `chat.redisbus.RedisBus` is the
 cluster's (docs/cluster.md).
@@ -34,11 +43,55 @@ from typing import Protocol
 Deliver = Callable[[int, bytes], None]
 Flush = Callable[[int], object]
 Blocking = Callable[[], AbstractContextManager[object]]
+# (user, payload) in arrival order; a payload of None: flush the user's stored messages
+DeliverMany = Callable[[list[tuple[int, bytes | None]]], None]
+# (handoff, user, payload) that nobody took: stored (or refused) before the bus goes on
+Settle = Callable[[list[tuple["Handoff", int, bytes]]], None]
+
+
+class Handoff:
+    """One request's messages for users not connected here, handed to a ``later`` bus.
+
+    ``items`` are (user, payload), one per user.  The bus publishes each; for
+    those nobody took it calls its ``settle`` callback (which stores them and
+    counts ``stored``, or marks the handoff ``unknown`` or ``error``), in the
+    thread that published them (a loop's round or the bus's publisher
+    thread), before it publishes the next message for those users; once
+    every item is settled it calls ``done(handoff)`` in that thread too.  A
+    ``notice`` (a receipt) is best effort: one nobody took is dropped.
+    """
+
+    __slots__ = ("items", "done", "check", "notice", "reached", "stored", "unknown", "error",
+                 "left")
+
+    def __init__(self, items: list[tuple[int, bytes]],
+                 done: Callable[[Handoff], None] | None = None, *,
+                 check: bool = False, notice: bool = False) -> None:
+        self.items = items
+        self.done = done
+        self.check = check  # a user nobody holds may not exist: look before storing
+        self.notice = notice
+        self.reached = 0  # items a holder took
+        self.stored = 0  # items stored offline
+        self.unknown = False  # a user that does not exist (``check``)
+        self.error: Exception | None = None  # storing failed
+        self.left = len(items)  # items not settled yet (the bus's thread only)
 
 
 class Bus(Protocol):
-    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
-        """Begin routing; ``deliver`` and ``flush`` may be called from any thread."""
+    later: bool  # chat is handed off (``hand_off``), not published by ``publish``
+
+    def start(self, deliver: Deliver, flush: Flush | None = None,
+              deliver_many: DeliverMany | None = None, settle: Settle | None = None) -> None:
+        """Begin routing; the callbacks may be called from any thread.
+
+        ``deliver_many``, if given, takes what arrives in batches instead of
+        ``deliver`` and ``flush``; ``settle`` is what a ``later`` bus does with
+        the handed-off messages nobody took.
+        """
+
+    def hand_off(self, handoff: Handoff) -> None:
+        """Publish ``handoff``'s items later, in order per user (``later`` buses)."""
 
     def subscribe(self, user_id: int) -> None:
         """This process now holds ``user_id``.  Safe from any thread."""
@@ -83,8 +136,14 @@ class Bus(Protocol):
 class LocalBus:
     """The in-process router: one process is the whole system."""
 
-    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
+    later = False
+
+    def start(self, deliver: Deliver, flush: Flush | None = None,
+              deliver_many: DeliverMany | None = None, settle: Settle | None = None) -> None:
         pass  # nothing ever arrives from another process
+
+    def hand_off(self, handoff: Handoff) -> None:
+        raise NotImplementedError("LocalBus publishes nothing later")
 
     def subscribe(self, user_id: int) -> None:
         pass

@@ -33,11 +33,59 @@ Threads:
   since others stored messages for it meanwhile.
 - The *heartbeat thread* refreshes the heartbeat key and pays back owed
   ``flush-all`` broadcasts.
-- Any thread may ``publish``; it uses a pooled client with short timeouts.
-  A failed publish returns False (the service stores the message offline)
-  and opens a short circuit breaker so an outage costs nothing per message.
-  Any failed ``flush`` notice is owed: once Redis answers again, one
-  ``flush-all`` on ``chat:cluster`` makes every holder look.
+- Chat for users of other processes is published without a loop ever
+  waiting on Redis for it (group commit).  The service hands the bus a
+  `Handoff` (one request's messages, one per recipient) and suspends the
+  sender's connection until the handoff is done (RequestPipeline's
+  ``suspended``, as for a password hash): the reply follows, then the
+  connection's later frames.  A loop thread that ``attach_loop`` was called
+  in publishes its handoffs itself, as a *round* (`_Round`): before it polls
+  again it writes ONE pipeline on a Redis connection of its own and goes
+  on; the loop watches that connection as it watches its clients, and when
+  a pipeline's replies are all in, it settles them.  Any other thread's
+  handoffs go to the *publisher thread*, which does the same with one
+  pipeline at a time (it waits for each).  The rules, for both:
+
+  * a pipeline holds at most one message per recipient, and none for a
+    recipient whose previous message is still in flight; a later message for
+    such a recipient, and every message for it after that one, waits, so a
+    recipient's messages leave in the order they were handed off;
+  * settling: >0 subscribers took it (delivered); 0, a failed pipeline, a
+    connection that did not answer within ``PUBLISH_TIMEOUT``, or a user in
+    ``_unflushed`` (not even sent) goes to the ``settle`` callback (the
+    router stores it offline, which also kicks a local holder or publishes
+    ``flush``) at once, in that thread, before the recipient's next message
+    may go.  So the rule "PUBLISH returned 0 -> store" stays true per
+    message, and a message for a user never overtakes an earlier one for
+    the same user handed to the same round or thread, even when the earlier
+    one was stored.  Per sender the order holds whatever the thread: the
+    sender's next request is served only once this one is settled;
+  * then each finished handoff's ``done`` runs (the service posts the
+    sender's reply into its loop).
+
+  What one round trip costs is shared by every message in the pipeline, and
+  a loop thread hands nothing to another thread to publish.  Receipts
+  (``notify_each``) ride the same way, best effort.  ``close`` drains the
+  publisher thread (what Redis does not take is stored); a handoff after
+  ``close`` or before ``start`` is settled in the caller's thread (stored).
+  A PUBLISH that timed out counts as not taken and is stored, but a stalled
+  (not dead) Redis may still run it when it resumes: that message then
+  arrives twice, with one ``mid`` (clients drop the repeat).
+- Any thread may also ``publish``/``publish_many`` synchronously (tools,
+  tests, a bus user that does not hand off); they and the publisher thread
+  use a pooled client with short timeouts.  A failed publish counts as
+  nobody took it (the message is stored offline) and opens a short circuit
+  breaker so an outage costs nothing per message.  Any failed ``flush``
+  notice is owed: once Redis answers again, one ``flush-all`` on
+  ``chat:cluster`` makes every holder look.
+- Delivery in batches: after ``get_message`` returns a message, the
+  subscriber thread takes what else is already readable (up to
+  ``DELIVER_BATCH``) and hands the user-channel messages and ``flush``
+  notices to ``deliver_many`` in one call, in arrival order; the router
+  posts one closure per recipient connection for the whole batch.  Anything
+  else (a subscription's confirmation, ``flush-all``) first hands on what the
+  batch holds so far, so an unsubscribe is still confirmed only after every
+  message before it was handled.
 """
 
 from __future__ import annotations
@@ -45,17 +93,28 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import selectors
+import socket
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - the redis extra installs it
+    hiredis = None  # type: ignore[assignment]
+
 from chat import metrics
-from chat.bus import Blocking, Deliver, Flush
+from chat.bus import Blocking, Deliver, DeliverMany, Flush, Handoff, Settle
 
 log = logging.getLogger("chat.redisbus")
 
@@ -72,6 +131,12 @@ PUBLISH_TIMEOUT = 0.5  # socket timeouts of the publishing client
 CIRCUIT_OPEN = 0.5  # after a failed publish, fail the next ones at once for this long
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 POLL = 1.0  # the subscriber's longest sleep in get_message
+SUB_CONNECT_TIMEOUT, SUB_TIMEOUT = 1.0, 5.0  # the subscriber connection's socket timeouts
+HEALTH_EVERY = 5.0  # a silent subscriber connection PINGs Redis after this long
+PIPELINE_MAX = 256  # messages in one pipeline of the publisher thread
+SCAN_MAX = 4 * PIPELINE_MAX  # queued messages looked at to fill one pipeline
+DELIVER_BATCH = 256  # messages the subscriber reads before handing them on
+CLOSE_WAIT = 3.0  # how long close waits for the publisher thread to drain
 
 
 def user_channel(user_id: int) -> str:
@@ -95,6 +160,8 @@ def _user_of(channel: str) -> int | None:
 class RedisBus:
     """The Bus of a cluster member.  Every public method is safe from any thread."""
 
+    later = True  # chat goes through ``hand_off`` and the publisher thread
+
     def __init__(self, url: str, server_id: str, heartbeat_ttl: float = HEARTBEAT_TTL,
                  heartbeat_every: float = HEARTBEAT_EVERY,
                  blocking: Blocking = nullcontext) -> None:
@@ -110,6 +177,9 @@ class RedisBus:
         self._sub = redis.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=1.0, socket_keepalive=True,
             health_check_interval=5, retry=Retry(NoBackoff(), 0))
+        # The publisher thread's own connection (a plain TCP Redis URL and hiredis),
+        # else redis-py's pipelines.
+        self._raw = _RawPublisher.for_url(url, PUBLISH_TIMEOUT)
         self._requests: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._users: set[int] = set()  # desired subscriptions (subscriber thread only)
@@ -125,18 +195,63 @@ class RedisBus:
         self._stop = threading.Event()
         self._deliver: Deliver | None = None
         self._flush: Flush | None = None
+        self._deliver_many: DeliverMany | None = None
+        self._settle: Settle | None = None
         self._threads: list[threading.Thread] = []
+        # The publisher thread's queue: handoffs, then None once closed.
+        self._outq: queue.SimpleQueue[Handoff | None] = queue.SimpleQueue()
+        self._out_lock = threading.Lock()  # orders hand_off against close
+        self._publishing = False  # the publisher thread runs (under _out_lock)
+        self._publisher_thread: threading.Thread | None = None
+        self._local = threading.local()  # .round: the loop thread's _Round (attach_loop)
 
     # -- Bus -------------------------------------------------------------------
 
-    def start(self, deliver: Deliver, flush: Flush | None = None) -> None:
-        """Beat once (so peers see us alive at once), then start both threads."""
+    def start(self, deliver: Deliver, flush: Flush | None = None,
+              deliver_many: DeliverMany | None = None, settle: Settle | None = None) -> None:
+        """Beat once (so peers see us alive at once), then start the threads."""
         self._deliver, self._flush = deliver, flush
+        self._deliver_many, self._settle = deliver_many, settle
         self._beat()
         for target, name in ((self._subscriber, "redis-sub"), (self._heartbeat, "redis-beat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        with self._out_lock:
+            self._publishing = True
+        self._publisher_thread = threading.Thread(target=self._publisher, name="redis-pub",
+                                                  daemon=True)
+        self._publisher_thread.start()
+
+    def attach_loop(self, loop: LoopHooks) -> None:
+        """Called in ``loop``'s thread: what this thread hands off from now on is
+        published at the end of the loop's round, on a connection of the loop's
+        own whose replies the loop reads as it reads its sockets (`_Round`),
+        instead of by the publisher thread.  Without our own connections (see
+        `_RawPublisher`) it does nothing."""
+        if self._raw is not None:
+            self._local.round = _Round(self, loop, self._raw)
+
+    def hand_off(self, handoff: Handoff) -> None:
+        """Publish ``handoff`` at the end of this loop's round (``attach_loop``) or
+        from the publisher thread; never waits on Redis.
+
+        Not started, or closed: settled here and now (all of it stored).
+        """
+        if not handoff.items:
+            if handoff.done is not None:
+                handoff.done(handoff)
+            return
+        rnd: _Round | None = getattr(self._local, "round", None)
+        if rnd is not None:
+            rnd.add(handoff)
+            return
+        with self._out_lock:
+            if self._publishing:
+                self._outq.put(handoff)
+                return
+        self._finish([(handoff, i) for i in range(len(handoff.items))],
+                     [0] * len(handoff.items))
 
     def subscribe(self, user_id: int) -> None:
         """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable)."""
@@ -205,8 +320,10 @@ class RedisBus:
         return held + [u for u, n in zip(targets, counts, strict=True) if n == 0]
 
     def notify_each(self, notices: list[tuple[int, bytes]]) -> None:
-        """Best effort, pipelined; unlike ``publish`` a failure changes nothing here."""
-        self._publish_each([(user_channel(u), payload) for u, payload in notices])
+        """Best effort, from the publisher thread; unlike ``publish`` a failure
+        changes nothing here."""
+        if notices:
+            self.hand_off(Handoff(notices, notice=True))
 
     def notify_stored(self, user_id: int) -> None:
         """A message for ``user_id`` was stored offline: have its holder, if any, flush."""
@@ -241,7 +358,14 @@ class RedisBus:
         return uptime < self._ttl + 1
 
     def close(self) -> None:
-        """Stop both threads and remove the heartbeat (a clean exit, not a death)."""
+        """Drain the publisher thread (what Redis does not take is stored), stop
+        the threads and remove the heartbeat (a clean exit, not a death)."""
+        with self._out_lock:
+            publishing, self._publishing = self._publishing, False
+            if publishing:
+                self._outq.put(None)  # after every handoff queued before it
+        if publishing and self._publisher_thread is not None:
+            self._publisher_thread.join(CLOSE_WAIT)
         self._stop.set()
         self._wake()
         for thread in self._threads:
@@ -251,6 +375,8 @@ class RedisBus:
         except RedisError:
             pass
         self._pub.close()
+        if self._raw is not None:
+            self._raw.close()
 
     # -- publishing ------------------------------------------------------------
 
@@ -290,6 +416,120 @@ class RedisBus:
             self._owe_flush_all = True
             return None
 
+    # -- publisher thread --------------------------------------------------------
+
+    def _publisher(self) -> None:
+        """Group commit: one pipeline per round, at most one message per recipient."""
+        pending: deque[tuple[Handoff, int]] = deque()
+        closing = False
+        while pending or not closing:
+            closing = self._take(pending, block=not pending) or closing
+            batch, rest = _one_per_user(pending)
+            pending = rest
+            try:
+                self._finish(batch, self._publish_batch(batch))
+            except Exception:
+                log.exception("bug in the publisher thread")
+
+    def _take(self, pending: deque[tuple[Handoff, int]], block: bool) -> bool:
+        """Move what is queued into ``pending`` (waiting for one if ``block``);
+        True once the queue's end (close) was reached."""
+        while True:
+            try:
+                handoff = self._outq.get(block)
+            except queue.Empty:
+                return False
+            if handoff is None:
+                return True
+            pending.extend((handoff, i) for i in range(len(handoff.items)))
+            block = False
+
+    def _publish_batch(self, batch: list[tuple[Handoff, int]]) -> list[int]:
+        """Subscribers reached by each message, one pipeline; 0 for a user in
+        ``_unflushed`` (not sent: it would overtake what was stored) and for
+        all of them if Redis failed."""
+        counts, sent, messages = self._outgoing(batch)
+        if not messages:
+            return counts
+        reached = (self._publish_raw(messages, self._raw) if self._raw
+                   else self._publish_each(messages))
+        if reached is None:
+            self._failed(batch)
+            return counts
+        for k, n in zip(sent, reached, strict=True):
+            counts[k] = n
+        return counts
+
+    def _outgoing(self, batch: list[tuple[Handoff, int]]
+                  ) -> tuple[list[int], list[int], list[tuple[str, bytes]]]:
+        """A count of 0 for each message, and which of them to send (their indexes,
+        their channels and payloads): all but those for users in ``_unflushed``."""
+        counts = [0] * len(batch)
+        sent: list[int] = []
+        messages: list[tuple[str, bytes]] = []
+        unflushed = self._unflushed
+        for k, (handoff, i) in enumerate(batch):
+            user_id, payload = handoff.items[i]
+            if user_id in unflushed and not handoff.notice:
+                continue
+            sent.append(k)
+            messages.append((user_channel(user_id), payload))
+        return counts, sent, messages
+
+    def _failed(self, batch: list[tuple[Handoff, int]]) -> None:
+        """Redis failed with ``batch``: its users stay stored until a flush reaches
+        Redis (``_unflushed``).  The caller opened the circuit."""
+        self._unflushed.update(handoff.items[i][0] for handoff, i in batch if not handoff.notice)
+
+    def _broke(self, what: str, exc: BaseException) -> None:
+        """A publish failed: open the circuit, owe a flush-all, log once per outage."""
+        if time.monotonic() >= self._circuit_until:
+            log.warning("%s failed: %s", what, exc)
+        self._circuit_until = time.monotonic() + CIRCUIT_OPEN
+        self._owe_flush_all = True
+
+    def _finish(self, batch: list[tuple[Handoff, int]], counts: list[int]) -> None:
+        """Settle what nobody took (stored, before anything later is published),
+        then tell each handoff whose items are all settled."""
+        missed: list[tuple[Handoff, int, bytes]] = []
+        left: dict[int, tuple[Handoff, int]] = {}  # id(handoff) -> (it, items settled here)
+        for (handoff, i), n in zip(batch, counts, strict=True):
+            if n > 0:
+                handoff.reached += 1
+            elif not handoff.notice:
+                missed.append((handoff, *handoff.items[i]))
+            done = left.get(id(handoff))
+            left[id(handoff)] = (handoff, done[1] + 1 if done else 1)
+        if missed:
+            if self._settle is None:
+                log.warning("%d message(s) nobody took and nothing stores", len(missed))
+            else:
+                try:
+                    self._settle(missed)
+                except Exception as exc:  # the router's own failures are set on the handoff
+                    log.exception("bug while storing what the bus could not deliver")
+                    for handoff, _, _ in missed:
+                        handoff.error = exc
+        for handoff, n in left.values():
+            handoff.left -= n
+            if handoff.left == 0 and handoff.done is not None:
+                try:
+                    handoff.done(handoff)
+                except Exception:
+                    log.exception("bug in a handoff's completion")
+
+    def _publish_raw(self, messages: list[tuple[str, bytes]],
+                     raw: _RawPublisher) -> list[int] | None:
+        """``_publish_each`` on a connection of our own."""
+        if time.monotonic() < self._circuit_until:
+            return None
+        try:
+            with self._blocking(), metrics.REDIS_PUBLISH.time():
+                return raw.publish(messages)
+        except (OSError, RedisError) as exc:
+            self._broke(f"pipelined publish of {len(messages)}", exc)
+            return None
+
     def _wake(self) -> None:
         if time.monotonic() < self._circuit_until:
             return
@@ -325,9 +565,10 @@ class RedisBus:
     def _subscriber(self) -> None:
         backoff = BACKOFF_MIN
         while not self._stop.is_set():
-            pubsub = self._sub.pubsub()  # type: ignore[no-untyped-call]
+            link: _Link | None = None
             try:
-                self._session(pubsub)
+                link = self._link()
+                self._session(link)
                 backoff = BACKOFF_MIN
             except (RedisError, OSError) as exc:
                 if self._connected or backoff == BACKOFF_MIN:
@@ -338,40 +579,60 @@ class RedisBus:
                     self._connected = False
                     self._ready.clear()
                     self._release_waiters()
-                try:
-                    pubsub.reset()
-                except (RedisError, OSError):
-                    pass
+                if link is not None:
+                    link.close()
             self._stop.wait(backoff)
 
-    def _session(self, pubsub: redis.client.PubSub) -> None:
+    def _link(self) -> _Link:
+        """The subscriber's connection: our own where we can (``_RawLink``), else redis-py's."""
+        if self._raw is not None:
+            return _RawLink(self._raw.address, self._raw.setup)
+        return _PubSubLink(self._sub.pubsub())  # type: ignore[no-untyped-call]
+
+    def _session(self, link: _Link) -> None:
         """One connection's life: subscribe everything, then pump requests and messages."""
         self._drain_requests(None)
         channels = [CLUSTER_CHANNEL, self._wake_channel, *map(user_channel, self._users)]
-        pubsub.subscribe(*channels)
+        link.request("subscribe", channels)
         pending = set(channels)
         resumed = False
+        batch: list[tuple[int, bytes | None]] = []  # user-channel messages, in order
         while not self._stop.is_set():
-            self._drain_requests(pubsub)
-            msg = pubsub.get_message(timeout=POLL)
-            if msg is None:
-                continue
-            channel = _decode(msg["channel"])
-            if msg["type"] == "subscribe":
-                pending.discard(channel)
-                self._confirm(channel)
-                if not pending and not resumed:
-                    resumed = True
-                    with self._lock:
-                        self._connected = True
-                        self._ready.set()
-                    log.info("redis subscriber ready, %d local user(s)", len(self._users))
-            elif msg["type"] == "unsubscribe":
-                self._wake_waiters("unsubscribe", channel)
-            elif msg["type"] == "message":
-                self._on_message(channel, msg["data"])
+            self._drain_requests(link)
+            for kind, channel, data in link.read(POLL, DELIVER_BATCH):
+                user_id = _user_of(channel) if kind == "message" else None
+                if user_id is not None and self._deliver_many is not None:
+                    batch.append((user_id, None if data == FLUSH else data))
+                    continue
+                self._hand_on(batch)  # what came before goes first
+                if kind == "subscribe":
+                    pending.discard(channel)
+                    self._confirm(channel)
+                    if not pending and not resumed:
+                        resumed = True
+                        with self._lock:
+                            self._connected = True
+                            self._ready.set()
+                        log.info("redis subscriber ready, %d local user(s)", len(self._users))
+                elif kind == "unsubscribe":
+                    self._wake_waiters("unsubscribe", channel)
+                elif kind == "message":
+                    self._on_message(channel, data)
+            self._hand_on(batch)
 
-    def _drain_requests(self, pubsub: redis.client.PubSub | None) -> None:
+    def _hand_on(self, batch: list[tuple[int, bytes | None]]) -> None:
+        """Give the batch read so far to ``deliver_many`` and empty it."""
+        if not batch:
+            return
+        items = batch[:]
+        batch.clear()
+        assert self._deliver_many is not None
+        try:
+            self._deliver_many(items)
+        except Exception:
+            log.exception("bug while handing on %d message(s) from the bus", len(items))
+
+    def _drain_requests(self, link: _Link | None) -> None:
         """Apply queued (un)subscribe requests to the desired set, and to Redis if connected."""
         while True:
             try:
@@ -380,12 +641,10 @@ class RedisBus:
                 return
             if op == "subscribe":
                 self._users.add(user_id)
-                if pubsub is not None:
-                    pubsub.subscribe(user_channel(user_id))
             else:
                 self._users.discard(user_id)
-                if pubsub is not None:
-                    pubsub.unsubscribe(user_channel(user_id))  # type: ignore[no-untyped-call]
+            if link is not None:
+                link.request(op, [user_channel(user_id)])
 
     def _confirm(self, channel: str) -> None:
         """Wake the logins waiting for ``channel``; if none, flush its user ourselves.
@@ -434,6 +693,431 @@ class RedisBus:
         if self._flush is not None:
             for user_id in user_ids:
                 self._flush(user_id)
+
+
+class LoopHooks(Protocol):
+    """What `_Round` uses of a reactor loop (``reactor.EventLoop``), from its thread."""
+
+    def call_before_poll(self, cb: Callable[[], None]) -> None: ...
+
+    def register(self, fileobj: Any, events: int, handler: Callable[[int], None]) -> None: ...
+
+    def unregister(self, fileobj: Any) -> None: ...
+
+    def run_after(self, delay: float, cb: Callable[[], None]) -> object: ...
+
+
+class _Round:
+    """A loop thread's chat for other servers: published when the loop's round
+    ends, read back when Redis answers, and never waited for.
+
+    ``add`` queues a handoff's messages; before the loop polls again, ``_send``
+    writes one pipeline (at most one message per recipient, and none for a
+    recipient whose earlier message is still in flight) on the loop's own
+    connection, which the loop watches as it watches its clients.  Replies
+    come back in order; once a pipeline's are all in, ``_replies`` settles
+    it as the publisher thread does (``RedisBus._finish``: stored what nobody
+    took, then each finished handoff's ``done``), and only then may the next
+    message for one of its recipients go.  A connection that fails or has not
+    answered within ``PUBLISH_TIMEOUT`` fails everything in flight, as a failed
+    pipeline does (stored, ``_unflushed``, the circuit opens); the next round
+    connects again.  Loop thread only.
+    """
+
+    def __init__(self, bus: RedisBus, loop: LoopHooks, raw: _RawPublisher) -> None:
+        self._bus = bus
+        self._loop = loop
+        self._address, self._setup = raw.address, raw.setup
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._pending: deque[tuple[Handoff, int]] = deque()
+        # pipelines sent and not answered: (batch, counts, indexes sent, when)
+        self._inflight: deque[tuple[list[tuple[Handoff, int]], list[int], list[int], float]] \
+            = deque()
+        self._busy: set[int] = set()  # recipients with a message in flight
+        self._got: list[object] = []  # the oldest pipeline's replies so far
+        self._due = False  # a _send is queued before the next poll
+        self._timer = False  # a timeout check is armed
+
+    def add(self, handoff: Handoff) -> None:
+        self._pending.extend((handoff, i) for i in range(len(handoff.items)))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._due:
+            self._due = True
+            self._loop.call_before_poll(self._send)
+
+    def _send(self) -> None:
+        self._due = False
+        if not self._pending:
+            return
+        batch, self._pending = _one_per_user(self._pending, self._busy)
+        if not batch:
+            return  # each waits for its recipient's reply
+        bus = self._bus
+        counts, sent, messages = bus._outgoing(batch)
+        if messages and time.monotonic() < bus._circuit_until:
+            bus._failed(batch)
+            messages = []
+        if not messages:
+            bus._finish(batch, counts)
+            if self._pending:
+                self._schedule()
+            return
+        try:
+            if self._sock is None:
+                self._connect()
+            assert self._sock is not None
+            self._sock.sendall(_pack_publish(messages))
+        except (OSError, RedisError) as exc:
+            self._drop(exc)
+            bus._broke(f"pipelined publish of {len(messages)}", exc)
+            bus._failed(batch)
+            bus._finish(batch, counts)
+            if self._pending:
+                self._schedule()
+            return
+        self._inflight.append((batch, counts, sent, time.monotonic()))
+        self._busy.update(handoff.items[i][0] for handoff, i in batch)
+        if not self._timer:
+            self._timer = True
+            self._loop.run_after(PUBLISH_TIMEOUT, self._check)
+        if self._pending and len(batch) >= PIPELINE_MAX:
+            self._schedule()
+
+    def _connect(self) -> None:
+        with self._bus._blocking():
+            sock = socket.create_connection(self._address, timeout=PUBLISH_TIMEOUT)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reader = hiredis.Reader()
+                if self._setup:  # AUTH, SELECT: answered before anything is published
+                    sock.sendall(b"".join(self._setup))
+                    for _ in self._setup:
+                        while (reply := reader.gets()) is False:
+                            data = sock.recv(65536)
+                            if not data:
+                                raise ConnectionError("Redis closed the connection")
+                            reader.feed(data)
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise RedisError(str(reply))
+            except BaseException:
+                sock.close()
+                raise
+        self._sock, self._reader = sock, reader
+        self._loop.register(sock, selectors.EVENT_READ, self._replies)
+
+    def _replies(self, _mask: int) -> None:
+        """The loop: Redis answered; settle every pipeline whose replies are all in."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(262144)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail_all(exc)
+            return
+        reader = self._reader
+        reader.feed(data)
+        bus, got, inflight = self._bus, self._got, self._inflight
+        while inflight:
+            batch, counts, sent, sent_at = inflight[0]
+            while len(got) < len(sent) and (reply := reader.gets()) is not False:
+                got.append(reply)
+            if len(got) < len(sent):
+                break
+            inflight.popleft()
+            metrics.REDIS_PUBLISH.observe(time.monotonic() - sent_at)
+            for k, n in zip(sent, got, strict=True):
+                counts[k] = n if type(n) is int else 0  # an error reply: nobody took it
+            got.clear()
+            self._busy.difference_update(handoff.items[i][0] for handoff, i in batch)
+            bus._finish(batch, counts)
+        if self._pending:
+            self._schedule()
+
+    def _check(self) -> None:
+        """Timer: a pipeline unanswered for ``PUBLISH_TIMEOUT`` fails the connection."""
+        self._timer = False
+        if not self._inflight:
+            return
+        waited = time.monotonic() - self._inflight[0][3]
+        if waited >= PUBLISH_TIMEOUT:
+            self._fail_all(TimeoutError(f"no answer from Redis in {waited:.1f} s"))
+        else:
+            self._timer = True
+            self._loop.run_after(PUBLISH_TIMEOUT - waited, self._check)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        """The connection failed: what is in flight is settled as not taken."""
+        self._drop(exc)
+        bus = self._bus
+        bus._broke("pipelined publish", exc)
+        inflight, self._inflight = self._inflight, deque()
+        self._busy.clear()
+        self._got = []
+        for batch, counts, _, _ in inflight:
+            bus._failed(batch)
+            bus._finish(batch, [0] * len(counts))
+        if self._pending:
+            self._schedule()
+
+    def _drop(self, exc: BaseException) -> None:
+        sock, self._sock, self._reader = self._sock, None, None
+        if sock is None:
+            return
+        try:
+            self._loop.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+
+def _pack_publish(messages: list[tuple[str, bytes]]) -> bytes:
+    """PUBLISH channel payload, for each (channel, payload), as RESP."""
+    return b"".join([b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                     % (len(c), c, len(p), p)
+                     for c, p in ((ch.encode(), pl) for ch, pl in messages)])
+
+
+class _RawPublisher:
+    """One connection for the publisher thread's pipelines: PUBLISH commands
+    written as RESP by hand, the replies read by hiredis.
+
+    redis-py's pipeline spends some 30 us of Python per command (measured with
+    py-spy under the cluster benchmark); this spends about one.  Only for
+    ``redis://`` URLs (TCP, no TLS); any error closes the connection, the next
+    call opens a new one.
+    """
+
+    def __init__(self, host: str, port: int, db: int, username: str | None,
+                 password: str | None, timeout: float) -> None:
+        self.address = (host, port)
+        self.setup: list[bytes] = []  # what a new connection sends first
+        if password is not None:
+            self.setup.append(_command(b"AUTH", *([username] if username else []), password))
+        if db:
+            self.setup.append(_command(b"SELECT", str(db)))
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: hiredis.Reader | None = None
+
+    @classmethod
+    def for_url(cls, url: str, timeout: float) -> _RawPublisher | None:
+        if hiredis is None or not url.startswith("redis://"):
+            return None
+        params = parse_url(url)  # type: ignore[no-untyped-call]
+        if "host" not in params or "connection_class" in params:
+            return None
+        return cls(params["host"], int(params.get("port", 6379)), int(params.get("db", 0)),
+                   params.get("username"), params.get("password"), timeout)
+
+    def publish(self, messages: list[tuple[str, bytes]]) -> list[int]:
+        """Subscribers reached by each (channel, payload), in one round trip."""
+        try:
+            if self._sock is None:
+                self._connect()
+            out = _pack_publish(messages)
+            return [n if type(n) is int else 0 for n in self._round_trip(out, len(messages))]
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> None:
+        sock = socket.create_connection(self.address, timeout=self._timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock, self._reader = sock, hiredis.Reader()
+        if self.setup:
+            self._round_trip(b"".join(self.setup), len(self.setup))
+
+    def _round_trip(self, out: bytes, replies: int) -> list[object]:
+        sock, reader = self._sock, self._reader
+        assert sock is not None and reader is not None
+        sock.sendall(out)
+        got: list[object] = []
+        while len(got) < replies:
+            reply = reader.gets()
+            if reply is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                reader.feed(data)
+            elif isinstance(reply, hiredis.ReplyError):
+                raise RedisError(str(reply))
+            else:
+                got.append(reply)
+        return got
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = self._reader = None
+
+
+class _Link(Protocol):
+    """The subscriber thread's connection in subscribed mode."""
+
+    def request(self, kind: str, channels: list[str]) -> None:
+        """Send SUBSCRIBE (``kind`` "subscribe") or UNSUBSCRIBE for ``channels``."""
+
+    def read(self, timeout: float, most: int) -> list[tuple[str, str, bytes]]:
+        """What Redis sent, as (kind, channel, data), at most ``most``: waits up
+        to ``timeout`` for the first, then takes only what is already readable."""
+
+    def close(self) -> None: ...
+
+
+class _PubSubLink:
+    """redis-py's PubSub as a `_Link` (a URL `_RawPublisher` does not handle)."""
+
+    def __init__(self, pubsub: redis.client.PubSub) -> None:
+        self._pubsub = pubsub
+
+    def request(self, kind: str, channels: list[str]) -> None:
+        if kind == "subscribe":
+            self._pubsub.subscribe(*channels)
+        else:
+            self._pubsub.unsubscribe(*channels)  # type: ignore[no-untyped-call]
+
+    def read(self, timeout: float, most: int) -> list[tuple[str, str, bytes]]:
+        got: list[tuple[str, str, bytes]] = []
+        msg = self._pubsub.get_message(timeout=timeout)
+        while msg is not None:
+            got.append((_decode(msg["type"]), _decode(msg["channel"]), msg["data"]))
+            if len(got) >= most:
+                break
+            msg = self._pubsub.get_message(timeout=0)
+        return got
+
+    def close(self) -> None:
+        try:
+            self._pubsub.reset()
+        except (RedisError, OSError):
+            pass
+
+
+class _RawLink:
+    """The subscriber's own connection: commands written as RESP, replies read by
+    hiredis, everything readable taken in one ``recv`` (redis-py's
+    ``get_message`` spends tens of microseconds of Python per message).
+
+    Liveness as redis-py's ``health_check_interval`` gives it: after
+    ``HEALTH_EVERY`` s without a byte a PING goes out, and no answer within
+    ``SUB_TIMEOUT`` s more drops the connection (TCP keepalive besides).
+    """
+
+    def __init__(self, address: tuple[str, int], setup: list[bytes]) -> None:
+        sock = socket.create_connection(address, timeout=SUB_CONNECT_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.settimeout(SUB_TIMEOUT)
+            self._sock, self._reader = sock, hiredis.Reader()
+            for command in setup:  # AUTH, SELECT: answered before any subscription
+                sock.sendall(command)
+                while (reply := self._reader.gets()) is False:
+                    self._recv()
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RedisError(str(reply))
+        except BaseException:
+            sock.close()
+            raise
+        self._heard = time.monotonic()
+        self._pinged = 0.0
+
+    def request(self, kind: str, channels: list[str]) -> None:
+        self._sock.sendall(_command(b"SUBSCRIBE" if kind == "subscribe" else b"UNSUBSCRIBE",
+                                    *channels))
+
+    def read(self, timeout: float, most: int) -> list[tuple[str, str, bytes]]:
+        got = self._parsed(most)
+        if got:
+            return got
+        now = time.monotonic()
+        if self._pinged:
+            if now - self._pinged > SUB_TIMEOUT:
+                raise ConnectionError("Redis did not answer a PING")
+        elif now - self._heard > HEALTH_EVERY:
+            self._sock.sendall(_command(b"PING"))
+            self._pinged = now
+        self._sock.settimeout(timeout)
+        try:
+            self._recv()
+        except TimeoutError:
+            return []
+        finally:
+            self._sock.settimeout(SUB_TIMEOUT)
+        return self._parsed(most)
+
+    def _recv(self) -> None:
+        data = self._sock.recv(262144)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
+        self._reader.feed(data)
+        self._heard = time.monotonic()
+        self._pinged = 0.0
+
+    def _parsed(self, most: int) -> list[tuple[str, str, bytes]]:
+        got: list[tuple[str, str, bytes]] = []
+        gets = self._reader.gets
+        while len(got) < most and (reply := gets()) is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                raise RedisError(str(reply))
+            if type(reply) is list and len(reply) == 3:
+                kind, channel, data = reply
+                got.append((kind.decode(), channel.decode(),
+                            data if type(data) is bytes else b""))
+            # else a PING's answer: nothing to do, hearing it was the point
+        return got
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def _command(*args: str | bytes) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _one_per_user(pending: deque[tuple[Handoff, int]], busy: set[int] | None = None
+                  ) -> tuple[list[tuple[Handoff, int]], deque[tuple[Handoff, int]]]:
+    """The next pipeline and what waits: in queue order, at most one message per
+    user and ``PIPELINE_MAX`` in all, none for a user in ``busy`` (a message in
+    flight); a user's later messages all wait behind the first that waits
+    (looking at no more than ``SCAN_MAX`` of the queue)."""
+    batch: list[tuple[Handoff, int]] = []
+    rest: deque[tuple[Handoff, int]] = deque()
+    seen: set[int] = set(busy) if busy else set()
+    scanned = 0
+    while pending:
+        item = pending.popleft()
+        user_id = item[0].items[item[1]][0]
+        if user_id in seen:
+            rest.append(item)
+        else:
+            seen.add(user_id)
+            batch.append(item)
+            if len(batch) >= PIPELINE_MAX:
+                break
+        scanned += 1
+        if scanned >= SCAN_MAX:
+            break
+    rest.extend(pending)
+    return batch, rest
 
 
 def _decode(value: bytes | str) -> str:

@@ -16,6 +16,17 @@ backlog.  So after storing, the router looks again and, if the user is now
 here, kicks the user's outbox to page the stored messages out (``kick``); if
 not, the bus tells the process that may hold the user elsewhere.
 
+A bus that publishes ``later`` (Redis) is never asked from a loop to
+publish chat and wait: ``send_live`` and ``send_live_many`` deliver here
+only, and the service hands the rest to ``hand_off``.  Whoever published
+it (the loop's round, or the bus's publisher thread) calls ``settle`` with
+what nobody took, which stores it (one call for the whole pipeline) before
+the next message for that user is published, so a message stored for a user
+is never overtaken by a later one that went live.  What
+other processes publish for users here comes in batches (``deliver_many``):
+one closure per recipient connection carries a batch's messages and flush
+notices, in order, into its loop.
+
 What becomes of a message once it is in an outbox (the window, storage
 while the client is slow, deletion on acknowledgement) is ``chat.outbox``'s.
 A recipient's acknowledgement of a one-to-one message sends its sender a
@@ -33,7 +44,7 @@ from functools import partial
 import orjson
 
 from chat import metrics
-from chat.bus import Bus
+from chat.bus import Bus, Handoff
 from chat.logbook import WarningSummary
 from chat.outbox import Entry
 from chat.protocol import MsgId
@@ -49,6 +60,8 @@ class Router:
                  warnings: WarningSummary | None = None) -> None:
         self.store = store
         self.bus = bus
+        # The bus publishes chat from its own thread: the caller hands off (hand_off).
+        self.later: bool = getattr(bus, "later", False)
         self.max_offline = max_offline
         self.max_offline_bytes = max_offline_bytes
         self.warnings = warnings or WarningSummary(log)
@@ -165,6 +178,8 @@ class Router:
             else:
                 metrics.DELIVERED.inc("live")  # no read to time it from
             return True
+        if self.later:  # not here: the caller hands it to the bus (hand_off)
+            return False
         if self.bus.publish(user_id, entry.payload):
             metrics.DELIVERED.inc("bus")
             return True
@@ -189,11 +204,110 @@ class Router:
                     metrics.DELIVERED.inc("live")
             else:
                 elsewhere.append(user_id)
-        if not elsewhere:
-            return []
+        if not elsewhere or self.later:  # later: the caller hands them to the bus
+            return elsewhere
         missed = self.bus.publish_many(elsewhere, entry.payload)
         metrics.DELIVERED.inc("bus", len(elsewhere) - len(missed))
         return missed
+
+    # -- through a bus that publishes later (the cluster) ------------------------
+
+    def hand_off(self, handoff: Handoff) -> None:
+        """Give messages for users not here to the bus; ``handoff.done`` is called
+        (from the bus's thread) once each was taken by a holder or settled."""
+        self.bus.hand_off(handoff)
+
+    def settle(self, missed: list[tuple[Handoff, int, bytes]]) -> None:
+        """The publishing thread: messages nobody took, stored offline in one call.
+
+        A handoff that ``check``s learns here that its user does not exist
+        (``unknown``, nothing stored); one whose storing failed gets the error.
+        """
+        keep: list[tuple[Handoff, int, bytes]] = []
+        exists: dict[int, bool] = {}
+        for handoff, user_id, payload in missed:
+            if handoff.check:
+                try:
+                    if user_id not in exists:
+                        exists[user_id] = self.store.get_user(user_id) is not None
+                except StoreUnavailable as exc:
+                    handoff.error = exc
+                    continue
+                if not exists[user_id]:
+                    handoff.unknown = True
+                    continue
+            keep.append((handoff, user_id, payload))
+        if not keep:
+            return
+        try:
+            self.store_offline([(user_id, payload) for _, user_id, payload in keep])
+        except StoreUnavailable as exc:
+            for handoff, _, _ in keep:
+                handoff.error = exc
+            return
+        for handoff, _, _ in keep:
+            handoff.stored += 1
+
+    def deliver_many(self, items: list[tuple[int, bytes | None]]) -> None:
+        """Bus thread: what other processes published for users here, in arrival
+        order (a payload of None: flush the user's stored messages).
+
+        One closure per recipient connection carries its part of the batch into
+        its loop; a message for a user who left is stored, a receipt or a flush
+        for one is dropped (the flush's messages are stored already).
+        """
+        self._lock.acquire()
+        try:
+            online = self._online
+            conns = [online.get(user_id) for user_id, _ in items]
+        finally:
+            self._lock.release()
+        per_conn: dict[Connection, list[tuple[int, bytes | None]]] = {}
+        away: list[tuple[int, bytes]] = []
+        for item, conn in zip(items, conns, strict=True):
+            if conn is not None:
+                ops = per_conn.get(conn)
+                if ops is None:
+                    per_conn[conn] = [item]
+                else:
+                    ops.append(item)
+            elif item[1] is not None and not item[1].startswith(RECEIPT_PREFIX):
+                away.append((item[0], item[1]))
+        for conn, ops in per_conn.items():
+            conn.run(partial(self._from_bus, conn, ops))
+        if away:
+            self._store_away(away)
+
+    def _from_bus(self, conn: Connection, ops: list[tuple[int, bytes | None]]) -> None:
+        """The connection's loop: its part of a batch from the bus, in order."""
+        delivered = 0
+        for user_id, payload in ops:
+            if payload is None:
+                self._kick_outbox(conn, user_id)
+            elif payload.startswith(RECEIPT_PREFIX):
+                _send_receipt(conn, payload)
+            else:
+                try:
+                    entry = Entry.from_stored(0, payload.decode())
+                except (ValueError, UnicodeDecodeError):
+                    log.warning("dropped a malformed message for user %d from the bus", user_id)
+                    continue
+                self._into_outbox(conn, user_id, entry)
+                delivered += 1
+        if delivered:
+            metrics.DELIVERED.inc("from_bus", delivered)
+
+    def _store_away(self, items: list[tuple[int, bytes]]) -> None:
+        """Bus thread: messages for users who left here a moment ago."""
+        try:
+            self.store_offline(items)
+        except StoreUnavailable as exc:
+            # Their unsubscribes are on their way: kept with what their last
+            # logins could not store, stored before their releases complete.
+            log.warning("%d message(s) for users who left kept in memory, storage "
+                        "unavailable: %s", len(items), exc)
+            for user_id, payload in items:
+                self.keep_unstored(user_id, [payload])
 
     def _hand_over(self, conn: Connection, user_id: int, entry: Entry) -> None:
         """Give ``entry`` to the outbox of ``user_id`` on ``conn``, in its loop thread."""

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from chat import logs, metrics
@@ -175,6 +176,10 @@ class ChatServer:
     def start(self) -> None:
         self.service.start()
         self.tcp.start()
+        if attach := getattr(self.service.bus, "attach_loop", None):  # RedisBus
+            # Chat for other servers leaves once per round of the loop that took it.
+            for loop in self.tcp.thread_pool.get_all_loops():
+                loop.queue_in_loop(partial(attach, loop))
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
         self.loop.run_every(RECORD_MIDS_EVERY, self._record_mids)

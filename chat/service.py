@@ -15,8 +15,9 @@ import time
 
 import orjson
 
+from chat import metrics
 from chat.accounts import AccountHandlers
-from chat.bus import Bus
+from chat.bus import Bus, Handoff
 from chat.limits import AddressBuckets, FailureThrottle, Limits
 from chat.logbook import WarningSummary
 from chat.mids import DEAD_AFTER_MS, MAX_NODE, MIGRATION_NODE, MidGenerator, now_ms
@@ -35,7 +36,7 @@ from chat.requests import Handler, RequestFailed
 from chat.router import Router
 from chat.session import Connection, Session
 from chat.store import GroupNameTaken, Store, StoreUnavailable
-from chat.workers import WorkerPool
+from chat.workers import Outcome, WorkerPool
 
 log = logging.getLogger("chat.service")
 
@@ -84,7 +85,8 @@ class ChatService(AccountHandlers):
         node, floor = self.store.claim_node(self.server_id, now_ms(), DEAD_AFTER_MS, MAX_NODE)
         self.mids = MidGenerator(node, floor)
         self.presence.clear_own()
-        self.bus.start(self.router.deliver_from_bus, self.router.kick)
+        self.bus.start(self.router.deliver_from_bus, self.router.kick,
+                       self.router.deliver_many, self.router.settle)
 
     def record_mids(self) -> None:
         """Record the time of this server's last message id (chat/mids.py says why).
@@ -175,6 +177,9 @@ class ChatService(AccountHandlers):
         entry = Entry(mid, session.user_id, _ONE_CHAT_MSG, payload)  # type: ignore[arg-type]
         if self.router.send_live(to, entry, conn):
             state = "delivered"
+        elif self.router.later:  # another server's, or nobody's: answered once settled
+            self._hand_off(conn, session, msg, Handoff([(to, payload)], check=True), mid)
+            return
         elif self.store.get_user(to) is None:
             raise RequestFailed(Errno.NOT_FOUND, f"user {to} does not exist")
         else:
@@ -206,6 +211,10 @@ class ChatService(AccountHandlers):
         others = [member for member in members if member != session.user_id]
         entry = Entry(mid, session.user_id, MsgId.GROUP_CHAT_MSG, payload)
         offline = self.router.send_live_many(others, entry, session.read_at)
+        if offline and self.router.later:  # answered once the bus settled them
+            self._hand_off(conn, session, msg, Handoff([(m, payload) for m in offline]), mid,
+                           len(others) - len(offline))
+            return
         if offline:
             self.router.store_offline([(member, payload) for member in offline])
         if "seq" in msg:
@@ -214,6 +223,54 @@ class ChatService(AccountHandlers):
                 "state": "delivered", "mid": mid, "live": len(others) - len(offline),
                 "stored": len(offline),
             })
+
+    # -- chat through a bus that publishes later (the cluster) ----------------------
+
+    def _hand_off(self, conn: Connection, session: Session, msg: Message, handoff: Handoff,
+                  mid: int, live_here: int | None = None) -> None:
+        """Give messages for users not here to the bus and suspend the connection
+        until the bus settled them: then the reply goes out (``"delivered"`` or
+        ``"stored"``; a group's live and stored counts) and the connection's
+        later frames are served, in order, as after a password hash.
+
+        ``live_here``: a group message's members reached on this server (None:
+        one-to-one).  A loop never waits on Redis; per-sender order holds since
+        the sender's next message is handed off only after this one settled.
+        """
+        def landed(outcome: Outcome) -> None:  # the connection's loop
+            settled: Handoff = outcome.value
+            if settled.reached:
+                metrics.DELIVERED.inc("bus", settled.reached)
+            if settled.error is not None:
+                raise settled.error
+            if settled.unknown:
+                to = settled.items[0][0]
+                raise RequestFailed(Errno.NOT_FOUND, f"user {to} does not exist")
+            if "seq" not in msg:
+                return
+            if live_here is None:
+                reply: Message = {"msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"],
+                                  "state": "delivered" if settled.reached else "stored",
+                                  "mid": mid}
+            else:
+                reply = {"msgid": MsgId.CHAT_MSG_ACK, "errno": 0, "ref": msg["msgid"],
+                         "state": "delivered", "mid": mid,
+                         "live": live_here + settled.reached, "stored": settled.stored}
+            self._reply(conn, session, msg, reply)
+
+        handing = [True]
+
+        def done(settled: Handoff) -> None:  # the bus's thread, or this loop's
+            if handing[0] or not conn.owned_here():
+                session.post(lambda: self._offloaded(conn, session, msg, Outcome(settled),
+                                                     landed))
+            else:  # settled by this loop's round: no hop through the mailbox
+                self._offloaded(conn, session, msg, Outcome(settled), landed)
+
+        handoff.done = done
+        session.suspended = True  # before the handoff: a closed bus settles it at once
+        self.router.hand_off(handoff)
+        handing[0] = False  # settled from now on means after this handler returned
 
     # -- shutdown --------------------------------------------------------------
 

@@ -84,10 +84,11 @@ class _Child:
         self.lines: list[str] = []
         self._ready = threading.Event()
 
-    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None,
+               cwd: str | None = None) -> None:
         self.proc = subprocess.Popen(
             list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})}, start_new_session=self.new_session,
+            env={**os.environ, **(env or {})}, start_new_session=self.new_session, cwd=cwd,
         )
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -148,11 +149,12 @@ class ChatServerProcess(_Child):
     """``python -m chat.server -t THREADS`` on a free port over a throw-away SQLite file."""
 
     def __init__(self, threads: int, extra: Sequence[str] = (), db: str | None = None,
-                 new_session: bool = True) -> None:
+                 new_session: bool = True, root: str | None = None) -> None:
         super().__init__(new_session)
         self.name = f"server -t {threads}"
         self.threads = threads
         self.extra = list(extra)
+        self.root = root  # run ``chat.server`` from this checkout (another build), if given
         self._tmp: str | None = None
         self.db = db
 
@@ -163,7 +165,7 @@ class ChatServerProcess(_Child):
         argv = [sys.executable, "-m", "chat.server", "-H", self.host, "-p", "0",
                 "-t", str(self.threads), "--db", self.db, "--log-level", "INFO", *self.extra]
         lifted = {k: v for k, v in UNLIMITED_RATE_ENV.items() if k not in os.environ}
-        self._spawn(argv, {**lifted, **FAST_HASH_ENV})
+        self._spawn(argv, {**lifted, **FAST_HASH_ENV}, cwd=self.root)
         if not self._ready.wait(timeout):
             raise self._fail("no 'listening on' line in time")
         return self
