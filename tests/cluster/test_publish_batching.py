@@ -1,9 +1,9 @@
-"""The cross-server publishing rules of chat/redisbus.py, one piece at a time.
+"""The cross-server publishing rules of chat/redisbus/, one piece at a time.
 
 - a pipeline never holds two messages for one recipient, and a recipient's
   messages leave in the order they were handed off;
 - what nobody took is settled (stored) before the next pipeline is sent;
-- the loop's round (``_Round``) never sends a recipient's next message
+- the loop's round (``LoopRound``) never sends a recipient's next message
   before the previous one's reply was settled, and fails what Redis does not
   answer in time;
 - ``close`` drains the publisher thread: nothing handed off is lost.
@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from chat.bus import Handoff
-from chat.redisbus import PIPELINE_MAX, RedisBus, _one_per_user, _Round
+from chat.redisbus import RedisBus
+from chat.redisbus.rounds import PIPELINE_MAX, LoopRound, one_per_user
 from tests.support.redis_server import RedisServer
 
 
@@ -37,23 +38,23 @@ def users_of(items: Any) -> list[int]:
 
 def test_a_pipeline_holds_one_message_per_recipient_and_keeps_their_order() -> None:
     pending = queued(1, 2, 1, 3, 2, 1, 4)
-    batch, rest = _one_per_user(pending)
+    batch, rest = one_per_user(pending)
     assert users_of(batch) == [1, 2, 3, 4]
     assert users_of(rest) == [1, 2, 1]
-    batch, rest = _one_per_user(rest)
+    batch, rest = one_per_user(rest)
     assert users_of(batch) == [1, 2]
-    assert users_of(_one_per_user(rest)[0]) == [1]
+    assert users_of(one_per_user(rest)[0]) == [1]
 
 
 def test_a_recipient_with_a_message_in_flight_waits_and_so_does_the_rest_for_it() -> None:
-    batch, rest = _one_per_user(queued(5, 6, 5, 7), busy={5})
+    batch, rest = one_per_user(queued(5, 6, 5, 7), busy={5})
     assert users_of(batch) == [6, 7]
     assert users_of(rest) == [5, 5]
 
 
 def test_a_pipeline_is_bounded_and_what_is_left_keeps_its_order() -> None:
     users = list(range(PIPELINE_MAX + 10))
-    batch, rest = _one_per_user(queued(*users))
+    batch, rest = one_per_user(queued(*users))
     assert users_of(batch) == users[:PIPELINE_MAX]
     assert users_of(rest) == users[PIPELINE_MAX:]
 
@@ -111,7 +112,7 @@ def redis() -> Iterator[RedisServer]:
 
 
 class FakeLoop:
-    """What _Round uses of an EventLoop, driven by hand from the test."""
+    """What LoopRound uses of an EventLoop, driven by hand from the test."""
 
     def __init__(self) -> None:
         self.before: list[Callable[[], None]] = []
@@ -149,12 +150,13 @@ class FakeLoop:
         return ran
 
 
-def round_bus(redis: RedisServer, log: list[tuple[str, Any]]) -> tuple[RedisBus, _Round, FakeLoop]:
+def round_bus(redis: RedisServer,
+              log: list[tuple[str, Any]]) -> tuple[RedisBus, LoopRound, FakeLoop]:
     bus = RedisBus(redis.url, "round")
     bus._settle = lambda missed: log.append(("stored", [p for _, _, p in missed]))
     loop = FakeLoop()
     assert bus._raw is not None
-    return bus, _Round(bus, loop, bus._raw), loop
+    return bus, LoopRound(bus, loop, bus._raw), loop
 
 
 def test_the_loop_round_settles_a_recipient_before_sending_it_more(redis: RedisServer) -> None:

@@ -11,7 +11,7 @@ The layers, from the bottom:
 - networking, ``reactor/``: never anything of the chat application;
 - protocol, ``chat/protocol.py``: bytes and dicts; no sockets, selectors,
   threads or event loops, no store, nothing else of ``chat``;
-- ports, ``chat/store/``, ``chat/bus.py``, ``chat/redisbus.py``: their own
+- ports, ``chat/store/``, ``chat/bus.py``, ``chat/redisbus/``: their own
   backend; never the business layer, the entry points or ``reactor``;
 - business, every other module of ``chat/`` (service, router, presence,
   session, limits...): knows a connection only through what it is handed

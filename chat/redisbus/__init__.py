@@ -39,7 +39,7 @@ Threads:
   sender's connection until the handoff is done (RequestPipeline's
   ``suspended``, as for a password hash): the reply follows, then the
   connection's later frames.  A loop thread that ``attach_loop`` was called
-  in publishes its handoffs itself, as a *round* (`_Round`): before it polls
+  in publishes its handoffs itself, as a *round* (`LoopRound`): before it polls
   again it writes ONE pipeline on a Redis connection of its own and goes
   on; the loop watches that connection as it watches its clients, and when
   a pipeline's replies are all in, it settles them.  Any other thread's
@@ -93,28 +93,20 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import selectors
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - the redis extra installs it
-    hiredis = None  # type: ignore[assignment]
-
 from chat import metrics
 from chat.bus import Blocking, Deliver, DeliverMany, Flush, Handoff, Settle
+from chat.redisbus.links import Link, PubSubLink, RawLink, RawPublisher
+from chat.redisbus.rounds import PUBLISH_TIMEOUT, LoopHooks, LoopRound, one_per_user
 
 log = logging.getLogger("chat.redisbus")
 
@@ -127,14 +119,9 @@ HEARTBEAT_TTL = 6.0  # a SIGKILLed server's users can log in elsewhere after thi
 HEARTBEAT_EVERY = 1.5
 SUBSCRIBE_WAIT = 2.0  # longest a (un)subscribe waits for Redis to confirm it
 SHUTDOWN_UNSUBSCRIBE_WAIT = 1.0  # the same for all users at shutdown, inside its 5 s
-PUBLISH_TIMEOUT = 0.5  # socket timeouts of the publishing client
 CIRCUIT_OPEN = 0.5  # after a failed publish, fail the next ones at once for this long
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 POLL = 1.0  # the subscriber's longest sleep in get_message
-SUB_CONNECT_TIMEOUT, SUB_TIMEOUT = 1.0, 5.0  # the subscriber connection's socket timeouts
-HEALTH_EVERY = 5.0  # a silent subscriber connection PINGs Redis after this long
-PIPELINE_MAX = 256  # messages in one pipeline of the publisher thread
-SCAN_MAX = 4 * PIPELINE_MAX  # queued messages looked at to fill one pipeline
 DELIVER_BATCH = 256  # messages the subscriber reads before handing them on
 CLOSE_WAIT = 3.0  # how long close waits for the publisher thread to drain
 
@@ -179,7 +166,7 @@ class RedisBus:
             health_check_interval=5, retry=Retry(NoBackoff(), 0))
         # The publisher thread's own connection (a plain TCP Redis URL and hiredis),
         # else redis-py's pipelines.
-        self._raw = _RawPublisher.for_url(url, PUBLISH_TIMEOUT)
+        self._raw = RawPublisher.for_url(url, PUBLISH_TIMEOUT)
         self._requests: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._users: set[int] = set()  # desired subscriptions (subscriber thread only)
@@ -203,7 +190,7 @@ class RedisBus:
         self._out_lock = threading.Lock()  # orders hand_off against close
         self._publishing = False  # the publisher thread runs (under _out_lock)
         self._publisher_thread: threading.Thread | None = None
-        self._local = threading.local()  # .round: the loop thread's _Round (attach_loop)
+        self._local = threading.local()  # .round: the loop thread's LoopRound (attach_loop)
 
     # -- Bus -------------------------------------------------------------------
 
@@ -226,11 +213,11 @@ class RedisBus:
     def attach_loop(self, loop: LoopHooks) -> None:
         """Called in ``loop``'s thread: what this thread hands off from now on is
         published at the end of the loop's round, on a connection of the loop's
-        own whose replies the loop reads as it reads its sockets (`_Round`),
+        own whose replies the loop reads as it reads its sockets (`LoopRound`),
         instead of by the publisher thread.  Without our own connections (see
-        `_RawPublisher`) it does nothing."""
+        `RawPublisher`) it does nothing."""
         if self._raw is not None:
-            self._local.round = _Round(self, loop, self._raw)
+            self._local.round = LoopRound(self, loop, self._raw)
 
     def hand_off(self, handoff: Handoff) -> None:
         """Publish ``handoff`` at the end of this loop's round (``attach_loop``) or
@@ -242,7 +229,7 @@ class RedisBus:
             if handoff.done is not None:
                 handoff.done(handoff)
             return
-        rnd: _Round | None = getattr(self._local, "round", None)
+        rnd: LoopRound | None = getattr(self._local, "round", None)
         if rnd is not None:
             rnd.add(handoff)
             return
@@ -424,7 +411,7 @@ class RedisBus:
         closing = False
         while pending or not closing:
             closing = self._take(pending, block=not pending) or closing
-            batch, rest = _one_per_user(pending)
+            batch, rest = one_per_user(pending)
             pending = rest
             try:
                 self._finish(batch, self._publish_batch(batch))
@@ -519,7 +506,7 @@ class RedisBus:
                     log.exception("bug in a handoff's completion")
 
     def _publish_raw(self, messages: list[tuple[str, bytes]],
-                     raw: _RawPublisher) -> list[int] | None:
+                     raw: RawPublisher) -> list[int] | None:
         """``_publish_each`` on a connection of our own."""
         if time.monotonic() < self._circuit_until:
             return None
@@ -565,7 +552,7 @@ class RedisBus:
     def _subscriber(self) -> None:
         backoff = BACKOFF_MIN
         while not self._stop.is_set():
-            link: _Link | None = None
+            link: Link | None = None
             try:
                 link = self._link()
                 self._session(link)
@@ -583,13 +570,13 @@ class RedisBus:
                     link.close()
             self._stop.wait(backoff)
 
-    def _link(self) -> _Link:
-        """The subscriber's connection: our own where we can (``_RawLink``), else redis-py's."""
+    def _link(self) -> Link:
+        """The subscriber's connection: our own where we can (``RawLink``), else redis-py's."""
         if self._raw is not None:
-            return _RawLink(self._raw.address, self._raw.setup)
-        return _PubSubLink(self._sub.pubsub())  # type: ignore[no-untyped-call]
+            return RawLink(self._raw.address, self._raw.setup)
+        return PubSubLink(self._sub.pubsub())  # type: ignore[no-untyped-call]
 
-    def _session(self, link: _Link) -> None:
+    def _session(self, link: Link) -> None:
         """One connection's life: subscribe everything, then pump requests and messages."""
         self._drain_requests(None)
         channels = [CLUSTER_CHANNEL, self._wake_channel, *map(user_channel, self._users)]
@@ -632,7 +619,7 @@ class RedisBus:
         except Exception:
             log.exception("bug while handing on %d message(s) from the bus", len(items))
 
-    def _drain_requests(self, link: _Link | None) -> None:
+    def _drain_requests(self, link: Link | None) -> None:
         """Apply queued (un)subscribe requests to the desired set, and to Redis if connected."""
         while True:
             try:
@@ -693,432 +680,3 @@ class RedisBus:
         if self._flush is not None:
             for user_id in user_ids:
                 self._flush(user_id)
-
-
-class LoopHooks(Protocol):
-    """What `_Round` uses of a reactor loop (``reactor.EventLoop``), from its thread."""
-
-    def call_before_poll(self, cb: Callable[[], None]) -> None: ...
-
-    def register(self, fileobj: Any, events: int, handler: Callable[[int], None]) -> None: ...
-
-    def unregister(self, fileobj: Any) -> None: ...
-
-    def run_after(self, delay: float, cb: Callable[[], None]) -> object: ...
-
-
-class _Round:
-    """A loop thread's chat for other servers: published when the loop's round
-    ends, read back when Redis answers, and never waited for.
-
-    ``add`` queues a handoff's messages; before the loop polls again, ``_send``
-    writes one pipeline (at most one message per recipient, and none for a
-    recipient whose earlier message is still in flight) on the loop's own
-    connection, which the loop watches as it watches its clients.  Replies
-    come back in order; once a pipeline's are all in, ``_replies`` settles
-    it as the publisher thread does (``RedisBus._finish``: stored what nobody
-    took, then each finished handoff's ``done``), and only then may the next
-    message for one of its recipients go.  A connection that fails or has not
-    answered within ``PUBLISH_TIMEOUT`` fails everything in flight, as a failed
-    pipeline does (stored, ``_unflushed``, the circuit opens); the next round
-    connects again.  Loop thread only.
-    """
-
-    def __init__(self, bus: RedisBus, loop: LoopHooks, raw: _RawPublisher) -> None:
-        self._bus = bus
-        self._loop = loop
-        self._address, self._setup = raw.address, raw.setup
-        self._sock: socket.socket | None = None
-        self._reader: Any = None
-        self._pending: deque[tuple[Handoff, int]] = deque()
-        # pipelines sent and not answered: (batch, counts, indexes sent, when)
-        self._inflight: deque[tuple[list[tuple[Handoff, int]], list[int], list[int], float]] \
-            = deque()
-        self._busy: set[int] = set()  # recipients with a message in flight
-        self._got: list[object] = []  # the oldest pipeline's replies so far
-        self._due = False  # a _send is queued before the next poll
-        self._timer = False  # a timeout check is armed
-
-    def add(self, handoff: Handoff) -> None:
-        self._pending.extend((handoff, i) for i in range(len(handoff.items)))
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._due:
-            self._due = True
-            self._loop.call_before_poll(self._send)
-
-    def _send(self) -> None:
-        self._due = False
-        if not self._pending:
-            return
-        batch, self._pending = _one_per_user(self._pending, self._busy)
-        if not batch:
-            return  # each waits for its recipient's reply
-        bus = self._bus
-        counts, sent, messages = bus._outgoing(batch)
-        if messages and time.monotonic() < bus._circuit_until:
-            bus._failed(batch)
-            messages = []
-        if not messages:
-            bus._finish(batch, counts)
-            if self._pending:
-                self._schedule()
-            return
-        try:
-            if self._sock is None:
-                self._connect()
-            assert self._sock is not None
-            self._sock.sendall(_pack_publish(messages))
-        except (OSError, RedisError) as exc:
-            self._drop(exc)
-            bus._broke(f"pipelined publish of {len(messages)}", exc)
-            bus._failed(batch)
-            bus._finish(batch, counts)
-            if self._pending:
-                self._schedule()
-            return
-        self._inflight.append((batch, counts, sent, time.monotonic()))
-        self._busy.update(handoff.items[i][0] for handoff, i in batch)
-        if not self._timer:
-            self._timer = True
-            self._loop.run_after(PUBLISH_TIMEOUT, self._check)
-        if self._pending and len(batch) >= PIPELINE_MAX:
-            self._schedule()
-
-    def _connect(self) -> None:
-        with self._bus._blocking():
-            sock = socket.create_connection(self._address, timeout=PUBLISH_TIMEOUT)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                reader = hiredis.Reader()
-                if self._setup:  # AUTH, SELECT: answered before anything is published
-                    sock.sendall(b"".join(self._setup))
-                    for _ in self._setup:
-                        while (reply := reader.gets()) is False:
-                            data = sock.recv(65536)
-                            if not data:
-                                raise ConnectionError("Redis closed the connection")
-                            reader.feed(data)
-                        if isinstance(reply, hiredis.ReplyError):
-                            raise RedisError(str(reply))
-            except BaseException:
-                sock.close()
-                raise
-        self._sock, self._reader = sock, reader
-        self._loop.register(sock, selectors.EVENT_READ, self._replies)
-
-    def _replies(self, _mask: int) -> None:
-        """The loop: Redis answered; settle every pipeline whose replies are all in."""
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            data = sock.recv(262144)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail_all(exc)
-            return
-        reader = self._reader
-        reader.feed(data)
-        bus, got, inflight = self._bus, self._got, self._inflight
-        while inflight:
-            batch, counts, sent, sent_at = inflight[0]
-            while len(got) < len(sent) and (reply := reader.gets()) is not False:
-                got.append(reply)
-            if len(got) < len(sent):
-                break
-            inflight.popleft()
-            metrics.REDIS_PUBLISH.observe(time.monotonic() - sent_at)
-            for k, n in zip(sent, got, strict=True):
-                counts[k] = n if type(n) is int else 0  # an error reply: nobody took it
-            got.clear()
-            self._busy.difference_update(handoff.items[i][0] for handoff, i in batch)
-            bus._finish(batch, counts)
-        if self._pending:
-            self._schedule()
-
-    def _check(self) -> None:
-        """Timer: a pipeline unanswered for ``PUBLISH_TIMEOUT`` fails the connection."""
-        self._timer = False
-        if not self._inflight:
-            return
-        waited = time.monotonic() - self._inflight[0][3]
-        if waited >= PUBLISH_TIMEOUT:
-            self._fail_all(TimeoutError(f"no answer from Redis in {waited:.1f} s"))
-        else:
-            self._timer = True
-            self._loop.run_after(PUBLISH_TIMEOUT - waited, self._check)
-
-    def _fail_all(self, exc: BaseException) -> None:
-        """The connection failed: what is in flight is settled as not taken."""
-        self._drop(exc)
-        bus = self._bus
-        bus._broke("pipelined publish", exc)
-        inflight, self._inflight = self._inflight, deque()
-        self._busy.clear()
-        self._got = []
-        for batch, counts, _, _ in inflight:
-            bus._failed(batch)
-            bus._finish(batch, [0] * len(counts))
-        if self._pending:
-            self._schedule()
-
-    def _drop(self, exc: BaseException) -> None:
-        sock, self._sock, self._reader = self._sock, None, None
-        if sock is None:
-            return
-        try:
-            self._loop.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        sock.close()
-
-
-def _pack_publish(messages: list[tuple[str, bytes]]) -> bytes:
-    """PUBLISH channel payload, for each (channel, payload), as RESP."""
-    return b"".join([b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-                     % (len(c), c, len(p), p)
-                     for c, p in ((ch.encode(), pl) for ch, pl in messages)])
-
-
-class _RawPublisher:
-    """One connection for the publisher thread's pipelines: PUBLISH commands
-    written as RESP by hand, the replies read by hiredis.
-
-    redis-py's pipeline spends some 30 us of Python per command (measured with
-    py-spy under the cluster benchmark); this spends about one.  Only for
-    ``redis://`` URLs (TCP, no TLS); any error closes the connection, the next
-    call opens a new one.
-    """
-
-    def __init__(self, host: str, port: int, db: int, username: str | None,
-                 password: str | None, timeout: float) -> None:
-        self.address = (host, port)
-        self.setup: list[bytes] = []  # what a new connection sends first
-        if password is not None:
-            self.setup.append(_command(b"AUTH", *([username] if username else []), password))
-        if db:
-            self.setup.append(_command(b"SELECT", str(db)))
-        self._timeout = timeout
-        self._sock: socket.socket | None = None
-        self._reader: hiredis.Reader | None = None
-
-    @classmethod
-    def for_url(cls, url: str, timeout: float) -> _RawPublisher | None:
-        if hiredis is None or not url.startswith("redis://"):
-            return None
-        params = parse_url(url)  # type: ignore[no-untyped-call]
-        if "host" not in params or "connection_class" in params:
-            return None
-        return cls(params["host"], int(params.get("port", 6379)), int(params.get("db", 0)),
-                   params.get("username"), params.get("password"), timeout)
-
-    def publish(self, messages: list[tuple[str, bytes]]) -> list[int]:
-        """Subscribers reached by each (channel, payload), in one round trip."""
-        try:
-            if self._sock is None:
-                self._connect()
-            out = _pack_publish(messages)
-            return [n if type(n) is int else 0 for n in self._round_trip(out, len(messages))]
-        except BaseException:
-            self.close()
-            raise
-
-    def _connect(self) -> None:
-        sock = socket.create_connection(self.address, timeout=self._timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock, self._reader = sock, hiredis.Reader()
-        if self.setup:
-            self._round_trip(b"".join(self.setup), len(self.setup))
-
-    def _round_trip(self, out: bytes, replies: int) -> list[object]:
-        sock, reader = self._sock, self._reader
-        assert sock is not None and reader is not None
-        sock.sendall(out)
-        got: list[object] = []
-        while len(got) < replies:
-            reply = reader.gets()
-            if reply is False:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("Redis closed the connection")
-                reader.feed(data)
-            elif isinstance(reply, hiredis.ReplyError):
-                raise RedisError(str(reply))
-            else:
-                got.append(reply)
-        return got
-
-    def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock = self._reader = None
-
-
-class _Link(Protocol):
-    """The subscriber thread's connection in subscribed mode."""
-
-    def request(self, kind: str, channels: list[str]) -> None:
-        """Send SUBSCRIBE (``kind`` "subscribe") or UNSUBSCRIBE for ``channels``."""
-
-    def read(self, timeout: float, most: int) -> list[tuple[str, str, bytes]]:
-        """What Redis sent, as (kind, channel, data), at most ``most``: waits up
-        to ``timeout`` for the first, then takes only what is already readable."""
-
-    def close(self) -> None: ...
-
-
-class _PubSubLink:
-    """redis-py's PubSub as a `_Link` (a URL `_RawPublisher` does not handle)."""
-
-    def __init__(self, pubsub: redis.client.PubSub) -> None:
-        self._pubsub = pubsub
-
-    def request(self, kind: str, channels: list[str]) -> None:
-        if kind == "subscribe":
-            self._pubsub.subscribe(*channels)
-        else:
-            self._pubsub.unsubscribe(*channels)  # type: ignore[no-untyped-call]
-
-    def read(self, timeout: float, most: int) -> list[tuple[str, str, bytes]]:
-        got: list[tuple[str, str, bytes]] = []
-        msg = self._pubsub.get_message(timeout=timeout)
-        while msg is not None:
-            got.append((_decode(msg["type"]), _decode(msg["channel"]), msg["data"]))
-            if len(got) >= most:
-                break
-            msg = self._pubsub.get_message(timeout=0)
-        return got
-
-    def close(self) -> None:
-        try:
-            self._pubsub.reset()
-        except (RedisError, OSError):
-            pass
-
-
-class _RawLink:
-    """The subscriber's own connection: commands written as RESP, replies read by
-    hiredis, everything readable taken in one ``recv`` (redis-py's
-    ``get_message`` spends tens of microseconds of Python per message).
-
-    Liveness as redis-py's ``health_check_interval`` gives it: after
-    ``HEALTH_EVERY`` s without a byte a PING goes out, and no answer within
-    ``SUB_TIMEOUT`` s more drops the connection (TCP keepalive besides).
-    """
-
-    def __init__(self, address: tuple[str, int], setup: list[bytes]) -> None:
-        sock = socket.create_connection(address, timeout=SUB_CONNECT_TIMEOUT)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.settimeout(SUB_TIMEOUT)
-            self._sock, self._reader = sock, hiredis.Reader()
-            for command in setup:  # AUTH, SELECT: answered before any subscription
-                sock.sendall(command)
-                while (reply := self._reader.gets()) is False:
-                    self._recv()
-                if isinstance(reply, hiredis.ReplyError):
-                    raise RedisError(str(reply))
-        except BaseException:
-            sock.close()
-            raise
-        self._heard = time.monotonic()
-        self._pinged = 0.0
-
-    def request(self, kind: str, channels: list[str]) -> None:
-        self._sock.sendall(_command(b"SUBSCRIBE" if kind == "subscribe" else b"UNSUBSCRIBE",
-                                    *channels))
-
-    def read(self, timeout: float, most: int) -> list[tuple[str, str, bytes]]:
-        got = self._parsed(most)
-        if got:
-            return got
-        now = time.monotonic()
-        if self._pinged:
-            if now - self._pinged > SUB_TIMEOUT:
-                raise ConnectionError("Redis did not answer a PING")
-        elif now - self._heard > HEALTH_EVERY:
-            self._sock.sendall(_command(b"PING"))
-            self._pinged = now
-        self._sock.settimeout(timeout)
-        try:
-            self._recv()
-        except TimeoutError:
-            return []
-        finally:
-            self._sock.settimeout(SUB_TIMEOUT)
-        return self._parsed(most)
-
-    def _recv(self) -> None:
-        data = self._sock.recv(262144)
-        if not data:
-            raise ConnectionError("Redis closed the connection")
-        self._reader.feed(data)
-        self._heard = time.monotonic()
-        self._pinged = 0.0
-
-    def _parsed(self, most: int) -> list[tuple[str, str, bytes]]:
-        got: list[tuple[str, str, bytes]] = []
-        gets = self._reader.gets
-        while len(got) < most and (reply := gets()) is not False:
-            if isinstance(reply, hiredis.ReplyError):
-                raise RedisError(str(reply))
-            if type(reply) is list and len(reply) == 3:
-                kind, channel, data = reply
-                got.append((kind.decode(), channel.decode(),
-                            data if type(data) is bytes else b""))
-            # else a PING's answer: nothing to do, hearing it was the point
-        return got
-
-    def close(self) -> None:
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-
-
-def _command(*args: str | bytes) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _one_per_user(pending: deque[tuple[Handoff, int]], busy: set[int] | None = None
-                  ) -> tuple[list[tuple[Handoff, int]], deque[tuple[Handoff, int]]]:
-    """The next pipeline and what waits: in queue order, at most one message per
-    user and ``PIPELINE_MAX`` in all, none for a user in ``busy`` (a message in
-    flight); a user's later messages all wait behind the first that waits
-    (looking at no more than ``SCAN_MAX`` of the queue)."""
-    batch: list[tuple[Handoff, int]] = []
-    rest: deque[tuple[Handoff, int]] = deque()
-    seen: set[int] = set(busy) if busy else set()
-    scanned = 0
-    while pending:
-        item = pending.popleft()
-        user_id = item[0].items[item[1]][0]
-        if user_id in seen:
-            rest.append(item)
-        else:
-            seen.add(user_id)
-            batch.append(item)
-            if len(batch) >= PIPELINE_MAX:
-                break
-        scanned += 1
-        if scanned >= SCAN_MAX:
-            break
-    rest.extend(pending)
-    return batch, rest
-
-
-def _decode(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
