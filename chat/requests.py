@@ -166,9 +166,10 @@ class RequestPipeline:
         if len(session.held) > HELD_FRAMES * self.limits.max_frame:
             session.closing_since = time.monotonic()
             self.warnings.warn("held", "{events} more connections closed for sending too "
-                               "much during a login in the last {seconds} s", None, 1,
-                               "%s: %d bytes sent while its login or registration waited, "
-                               "closing", conn.name, len(session.held))
+                               "much while a request waited in the last {seconds} s", None, 1,
+                               "%s: %d bytes sent while one of its requests waited (a login, "
+                               "a registration, chat for another server), closing",
+                               conn.name, len(session.held))
             conn.force_close()
 
     def _offload(self, conn: Connection, session: Session, msg: Message,
@@ -280,8 +281,9 @@ class RequestPipeline:
 
 
 _REFUSALS = (RequestFailed, BadField, StoreUnavailable)
-# What a connection may send while its login or registration waits for a
-# worker, in frames of the largest size; more closes it (memory stays bounded).
+# What a connection may send while one of its requests waits (a login or a
+# registration for a worker, chat for another server for Redis), in frames of
+# the largest size; more closes it (memory stays bounded).
 HELD_FRAMES = 4
 
 
