@@ -126,8 +126,9 @@ class EventLoop:
         self.poll_return_time = time.time()
         # Where this thread's connections read: ``recv(65536)`` would allocate
         # 64 KiB per read and shrink it to what came, which with thousands of
-        # sockets fragments the heap (the chat's per-message CPU doubled from
-        # 100 to 1,000 ping-pong pairs); a read copies out only what came.
+        # sockets churns the heap (at 1,000 chat ping-pong pairs it cost `-t 1`
+        # close to half its rate, benchmarks/README.md); a read copies out
+        # only what came.
         self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
         # The observed variant only while an observer is set: unset, a round pays nothing.
         self._dispatch_batch: Callable[[_Ready], None] = self._dispatch

@@ -24,7 +24,10 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   for writability it does not need. A close or a move first writes what
   is due (``force_close`` and ``connect_destroyed`` as far as the kernel
   takes it at once), so no message a handler sent is dropped for being
-  deferred.
+  deferred. ``set_deferred_writes(False)`` (the server's
+  ``--no-deferred-writes``) writes at each send instead, as muduo does, to
+  measure what deferring saves; it posts the write-complete callback, since
+  one that sends again from inside the send would recurse.
 * ``shutdown`` half-closes (SHUT_WR) once the output has drained, so queued
   data still reaches the peer; reading continues until the peer closes.
 * Any ``OSError`` on the socket closes this connection only.
@@ -130,9 +133,8 @@ class TcpConnection:
     # ``__dict__`` stays, created only if somebody sets an attribute of their own.
     __slots__ = (
         "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_data_cb", "_deferred",
-        "_drain_queued",
-        "_flush_cb", "_flush_due", "_high_water_mark", "_high_water_mark_cb", "_mail",
-        "_mail_lock", "_message_cb", "_placement", "_registered_in", "_sock", "_state",
+        "_drain_queued", "_flush_cb", "_flush_due", "_high_water_mark", "_high_water_mark_cb",
+        "_mail", "_mail_lock", "_message_cb", "_placement", "_registered_in", "_sock", "_state",
         "_write_complete_cb", "_writing", "context", "input_buffer", "local_address", "loop",
         "name", "output_buffer", "peer_address", "serial",
     )
