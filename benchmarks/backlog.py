@@ -37,7 +37,13 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
         sys.path.insert(0, _path)
 
 from driver.common import rss_kib  # noqa: E402
-from driver.servers import FAST_HASH_ENV, ChatServerProcess, machine_info  # noqa: E402
+from driver.servers import (  # noqa: E402
+    FAST_HASH_ENV,
+    ChatServerProcess,
+    command_line,
+    machine_info,
+    write_summary,
+)
 
 from chat.mids import make_mid, now_ms  # noqa: E402
 from chat.protocol import FrameDecoder, FrameError, MsgId, encode  # noqa: E402
@@ -196,14 +202,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['rss_peak_mib']} -> {r['rss_after_mib']} (growth {r['rss_growth_mib']} MiB); "
               f"left stored {r['stored_left']}")
     summary = {"benchmark": "login with a stored backlog",
-               "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+               "command": command_line(),
                "config": {"messages": args.messages, "threads": args.threads,
                           "ack_every": ACK_EVERY, "ack_delay_s": ACK_DELAY},
                "machine": machine, "results": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+    write_summary(args.json, summary)
     return 0
 
 

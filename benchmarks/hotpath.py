@@ -166,7 +166,7 @@ def run_build(build: str, args: argparse.Namespace) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"{build}: {proc.stderr.strip()[-2000:]}")
     row: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    row["build"] = build
+    row["build"] = os.path.relpath(path, ROOT)  # as a reader's checkout would name it
     row["commit"] = _commit(path)
     return row
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.pairs, args.rounds, args.reps) < 1:
         p.error("--pairs, --rounds and --reps must be positive")
     sys.path.insert(0, HERE)
-    from driver.servers import machine_info
+    from driver.servers import command_line, machine_info, write_summary
 
     rows = []
     for build in args.builds.split(","):
@@ -208,15 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(f"| {row['build']} | {row['commit']} | {row['us_per_msg']:.2f} us | "
               f"{row['median_us']:.2f} us |")
-    if args.json:
-        summary = {"benchmark": "hot path", "command": " ".join(
-                       [os.path.relpath(sys.executable), *sys.argv]),
-                   "config": {"pairs": args.pairs, "rounds": args.rounds, "reps": args.reps},
-                   "machine": machine_info(), "unit": "CPU us per message, lowest rep",
-                   "results": rows}
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+    write_summary(args.json, {
+        "benchmark": "hot path", "command": command_line(),
+        "config": {"pairs": args.pairs, "rounds": args.rounds, "reps": args.reps},
+        "machine": machine_info(), "unit": "CPU us per message, lowest rep", "results": rows})
     return 0
 
 

@@ -42,7 +42,13 @@ from driver.common import merge, rss_kib, split  # noqa: E402
 from driver.fanout import create_groups, fanout_worker  # noqa: E402
 from driver.flood import flood_worker  # noqa: E402
 from driver.logins import login_worker  # noqa: E402
-from driver.servers import UNLIMITED_RATE_ENV, add_session_option, machine_info  # noqa: E402
+from driver.servers import (  # noqa: E402
+    UNLIMITED_RATE_ENV,
+    add_session_option,
+    command_line,
+    machine_info,
+    write_summary,
+)
 from driver.users import DriverError  # noqa: E402
 from driver.workers import WorkerFn, run_workers  # noqa: E402
 
@@ -401,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     config["server_env"] = {k: os.environ.get(k, v) for k, v in UNLIMITED_RATE_ENV.items()}
     summary: dict[str, Any] = {
         "benchmark": f"load {mode}",
-        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "command": command_line(),
         "config": config, "machine": machine, "unit": UNITS[mode],
     }
     if mode == "compare":
@@ -420,10 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(rows))
     print(f"nproc {machine['nproc']}, Python {machine['python']}, {machine['uname']}, "
           f"{machine['date']}, load average {machine['loadavg_at_start']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+    write_summary(args.json, summary)
     return 1 if failed(rows) else 0
 
 

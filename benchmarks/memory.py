@@ -30,7 +30,6 @@ raised only with CAP_SYS_RESOURCE) is skipped and reported so.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import socket
@@ -48,7 +47,13 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
         sys.path.insert(0, _path)
 
 from driver.common import rss_kib  # noqa: E402
-from driver.servers import ChatServerProcess, add_session_option, machine_info  # noqa: E402
+from driver.servers import (  # noqa: E402
+    ChatServerProcess,
+    add_session_option,
+    command_line,
+    machine_info,
+    write_summary,
+)
 
 from chat.protocol import MsgId, encode  # noqa: E402
 
@@ -222,17 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     summary = {
         "benchmark": "memory",
-        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "command": command_line(),
         "config": {"threads": args.threads, "servers_in_own_session": not args.same_session,
                    "file_limit": limit, "per_source": PER_SOURCE},
         "machine": machine,
         "unit": "server VmRSS in KiB; per-connection and per-login figures in KiB",
         "results": rows,
     }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+    write_summary(args.json, summary)
     return 0
 
 

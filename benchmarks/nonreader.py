@@ -52,7 +52,12 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
 from backlog import RssSampler  # noqa: E402
 from driver.common import rss_kib  # noqa: E402
 from driver.histogram import Histogram  # noqa: E402
-from driver.servers import ChatServerProcess, machine_info  # noqa: E402
+from driver.servers import (  # noqa: E402
+    ChatServerProcess,
+    command_line,
+    machine_info,
+    write_summary,
+)
 from driver.users import UserConn, UserPool, pair_up, readable  # noqa: E402
 
 from chat.protocol import MsgId  # noqa: E402
@@ -247,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"benchmark": "a client that never reads",
-            "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+            "command": command_line(),
             "config": {k: getattr(args, k) for k in ("seconds", "pairs", "rate", "size",
                                                      "threads", "warmup")},
             "machine": machine, "pingpong_errors": pp.errors,
@@ -282,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f", left stored {r['stored_for_nonreader']}"
                  if "stored_for_nonreader" in r else ""))
     print(f"server log, slow-reader lines: {summary['server_log_slow_reader_lines']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+    write_summary(args.json, summary)
     return 1 if summary["pingpong_errors"] else 0
 
 

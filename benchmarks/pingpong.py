@@ -20,7 +20,6 @@ storage, no checks) and the chat server with ``-t 1``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -38,9 +37,11 @@ from driver.servers import (  # noqa: E402
     ChatServerProcess,
     RelayProcess,
     add_session_option,
+    command_line,
     machine_info,
     process_context_switches,
     process_cpu_seconds,
+    write_summary,
 )
 from driver.users import DriverError, UserConn, UserPool, pair_up, readable  # noqa: E402
 from driver.workers import WorkerControl, run_workers  # noqa: E402
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         add_ack_ratios(rows)
     return {
         "benchmark": "chat ping-pong",
-        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "command": command_line(),
         "config": {"pairs": args.pairs, "procs": args.procs, "seconds": args.seconds,
                    "warmup": args.warmup, "rounds": args.rounds, "message_chars": MSG_LEN,
                    "busy": args.busy, "servers_in_own_session": not args.same_session,
@@ -398,10 +399,7 @@ def add_pair_options(p: argparse.ArgumentParser) -> None:
 def finish(summary: dict[str, Any], json_path: str | None) -> int:
     """Write the summary to ``json_path`` if given; exit status 1 if any row has errors
     or messages lost in flight."""
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+    write_summary(json_path, summary)
     bad = [r for r in summary["results"] if r["errors"] or r["lost_in_flight"]]
     return 1 if bad else 0
 

@@ -30,7 +30,6 @@ server killed with -9.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -49,7 +48,7 @@ for _path in (HERE, ROOT):  # run as a script: the driver package and the reposi
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from driver.servers import add_session_option, machine_info  # noqa: E402
+from driver.servers import add_session_option, machine_info, write_summary  # noqa: E402
 from soak_checks import (  # noqa: E402
     LOGIN_PATIENCE,
     Ledger,
@@ -680,9 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = Soak(args).run()
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    write_summary(args.json, report)
     return 0 if report["ok"] and not report["user_errors"] else 1
 
 

@@ -20,6 +20,7 @@ A child that ignores SIGTERM is killed with its whole process group.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -223,6 +224,19 @@ def process_context_switches(pid: int) -> int:
         except FileNotFoundError:
             continue  # a thread that ended meanwhile
     return total
+
+
+def command_line() -> str:
+    """How this benchmark was run, for its summary: to be typed again from the repository."""
+    return " ".join([os.path.relpath(sys.executable), *sys.argv])
+
+
+def write_summary(path: str | None, summary: dict[str, Any]) -> None:
+    """A benchmark's summary as indented JSON at ``path`` (``--json``); nothing if None."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
 
 
 def machine_info() -> dict[str, Any]:
