@@ -282,13 +282,16 @@ class TcpConnection:
                 self._flush_due = True
                 self.loop.call_before_poll(self._flush_cb)
             else:
-                self._write_now()
+                self._flush(in_send=True)
 
-    def _flush(self) -> None:
+    def _flush(self, in_send: bool = False) -> None:
         # Before the owner's next poll: one write of what the round queued.
         # Unlike handle_write, which sends a backlog from the buffer in place,
         # it takes the round's bytes out whole: usually one bytes object, no copy.
         # A move withdraws the queued call, so this runs in the owner's thread only.
+        # ``in_send`` (--no-deferred-writes, written at the send as muduo does):
+        # the write-complete callback is posted, not called, since a callback
+        # that sends again (an outbox paging a backlog) would recurse once per page.
         if CHECK_OWNER:
             self.loop.assert_in_loop_thread()
         self._flush_due = False
@@ -307,7 +310,10 @@ class TcpConnection:
             self.handle_error(exc)
             return
         if written == len(data):
-            if self._state == _DISCONNECTING:
+            if in_send:
+                if self._write_complete_cb is not None or self._state == _DISCONNECTING:
+                    self.post(self._drained_if_empty)
+            elif self._state == _DISCONNECTING:
                 self._drained()
             elif self._write_complete_cb is not None:
                 self._write_complete_cb(self)  # what _drained does, a call less per write
@@ -315,26 +321,6 @@ class TcpConnection:
         self.output_buffer.append(memoryview(data)[written:])
         self._writing = True  # the kernel took only part: wait until it takes more
         self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
-
-    def _write_now(self) -> None:
-        # --no-deferred-writes: written at the send, as muduo does. The
-        # write-complete callback is posted, not called: called here, a
-        # callback that sends again (the outbox paging a backlog) would
-        # recurse once per message.
-        data = self.output_buffer.retrieve_all()
-        try:
-            written = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            written = 0
-        except OSError as exc:
-            self.handle_error(exc)
-            return
-        if written < len(data):
-            self.output_buffer.append(memoryview(data)[written:])
-            self._writing = True
-            self.loop.modify(self._sock, _READ_WRITE, self._handle_events)
-        elif self._write_complete_cb is not None or self._state == _DISCONNECTING:
-            self.post(self._drained_if_empty)
 
     def _drained_if_empty(self) -> None:
         if not self.output_buffer and self._state != _DISCONNECTED:
