@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from redis.connection import parse_url
@@ -83,11 +83,7 @@ class RawPublisher:
             raise
 
     def _connect(self) -> None:
-        sock = socket.create_connection(self.address, timeout=self._timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock, self._reader = sock, hiredis.Reader()
-        if self.setup:
-            self._round_trip(b"".join(self.setup), len(self.setup))
+        self._sock, self._reader = open_connection(self.address, self.setup, self._timeout)
 
     def _round_trip(self, out: bytes, replies: int) -> list[object]:
         sock, reader = self._sock, self._reader
@@ -169,21 +165,14 @@ class RawLink:
     """
 
     def __init__(self, address: tuple[str, int], setup: list[bytes]) -> None:
-        sock = socket.create_connection(address, timeout=SUB_CONNECT_TIMEOUT)
+        sock, self._reader = open_connection(address, setup, SUB_CONNECT_TIMEOUT)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.settimeout(SUB_TIMEOUT)
-            self._sock, self._reader = sock, hiredis.Reader()
-            for command in setup:  # AUTH, SELECT: answered before any subscription
-                sock.sendall(command)
-                while (reply := self._reader.gets()) is False:
-                    self._recv()
-                if isinstance(reply, hiredis.ReplyError):
-                    raise RedisError(str(reply))
         except BaseException:
             sock.close()
             raise
+        self._sock = sock
         self._heard = time.monotonic()
         self._pinged = 0.0
 
@@ -237,6 +226,31 @@ class RawLink:
             self._sock.close()
         except OSError:
             pass
+
+
+def open_connection(address: tuple[str, int], setup: list[bytes],
+                    timeout: float) -> tuple[socket.socket, Any]:
+    """A connection to Redis (TCP_NODELAY, ``timeout`` on its socket) whose
+    ``setup`` commands (AUTH, SELECT) were sent and answered, and the hiredis
+    reader that read the answers."""
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = hiredis.Reader()
+        if setup:
+            sock.sendall(b"".join(setup))
+            for _ in setup:
+                while (reply := reader.gets()) is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("Redis closed the connection")
+                    reader.feed(data)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RedisError(str(reply))
+    except BaseException:
+        sock.close()
+        raise
+    return sock, reader
 
 
 def command(*args: str | bytes) -> bytes:

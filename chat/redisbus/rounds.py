@@ -20,12 +20,7 @@ from redis.exceptions import RedisError
 
 from chat import metrics
 from chat.bus import Handoff
-from chat.redisbus.links import RawPublisher, pack_publish
-
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - a round is made only with hiredis (RawPublisher)
-    hiredis = None  # type: ignore[assignment]
+from chat.redisbus.links import RawPublisher, open_connection, pack_publish
 
 if TYPE_CHECKING:
     from chat.redisbus import RedisBus
@@ -155,23 +150,7 @@ class LoopRound:
 
     def _connect(self) -> None:
         with self._bus._blocking():
-            sock = socket.create_connection(self._address, timeout=PUBLISH_TIMEOUT)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                reader = hiredis.Reader()
-                if self._setup:  # AUTH, SELECT: answered before anything is published
-                    sock.sendall(b"".join(self._setup))
-                    for _ in self._setup:
-                        while (reply := reader.gets()) is False:
-                            data = sock.recv(65536)
-                            if not data:
-                                raise ConnectionError("Redis closed the connection")
-                            reader.feed(data)
-                        if isinstance(reply, hiredis.ReplyError):
-                            raise RedisError(str(reply))
-            except BaseException:
-                sock.close()
-                raise
+            sock, reader = open_connection(self._address, self._setup, PUBLISH_TIMEOUT)
         self._sock, self._reader = sock, reader
         self._loop.register(sock, selectors.EVENT_READ, self._replies)
 
