@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis as redis_py
 
 from chat.bus import Handoff
 from chat.redisbus import RedisBus
@@ -264,6 +265,38 @@ def test_without_connections_of_its_own_the_bus_uses_redis_py(redis: RedisServer
             time.sleep(0.01)
         assert [h.reached for h in done] == [1, 0, 1] and stored == [b'{"b":2}']
         assert [item for batch in got for item in batch] == [(3, b'{"a":1}'), (3, b'{"c":3}')]
+    finally:
+        holder.close()
+        sender.close()
+
+
+def test_the_own_connections_authenticate_and_select_the_database(redis: RedisServer) -> None:
+    """A URL with a password and a database: the subscriber, the publisher thread and
+    a loop's round each send AUTH and SELECT before anything else (open_connection)."""
+    redis_py.Redis(port=redis.port).config_set("requirepass", "s3cret")
+    url = f"redis://:s3cret@127.0.0.1:{redis.port}/2"
+    got: list[list[tuple[int, bytes | None]]] = []
+    holder, sender = RedisBus(url, "holder"), RedisBus(url, "sender")
+    assert holder._raw is not None and holder._raw.setup  # AUTH and SELECT to send
+    holder.start(lambda user, payload: None, deliver_many=got.append)
+    sender.start(lambda user, payload: None, settle=lambda missed: None)
+    loop = FakeLoop()
+    assert sender._raw is not None
+    rnd = LoopRound(sender, loop, sender._raw)
+    try:
+        assert holder.wait_connected(5)  # the subscriber authenticated
+        holder.subscribe(3)
+        done: list[Handoff] = []
+        sender.hand_off(Handoff([(3, b'{"thread":1}')], done.append))  # publisher thread
+        rnd.add(Handoff([(3, b'{"round":1}')], done.append))
+        loop.end_round()
+        deadline = time.monotonic() + 5
+        while len(done) < 2 or sum(len(b) for b in got) < 2:
+            assert time.monotonic() < deadline
+            loop.poll(0.05)
+        assert [h.reached for h in done] == [1, 1]
+        assert sorted(p for batch in got for _, p in batch if p) == [b'{"round":1}',
+                                                                   b'{"thread":1}']
     finally:
         holder.close()
         sender.close()
