@@ -76,28 +76,10 @@ class RequestPipeline:
             self._serve(conn, session, session.decoder.feed(data))
 
     def _serve(self, conn: Connection, session: Session, items: list[Item]) -> None:
-        handlers = self._handlers
         for i, item in enumerate(items):
             if type(item) is dict:
-                # The usual request, a logged-in user's without seq, is served
-                # here, as ``handle`` would: a call less on every request.
-                msgid = item.get("msgid")
-                handler = handlers.get(msgid) if type(msgid) is int else None
                 try:
-                    if handler is None or session.user_id is None or "seq" in item:
-                        self.handle(conn, session, item)
-                    else:  # a logged-in user's request without seq: what handle does
-                        metrics.REQUESTS.inc(msgid)
-                        try:
-                            bucket = session.bucket
-                            if bucket is not None:
-                                if bucket.take(session.read_at):
-                                    session.refused = 0
-                                else:
-                                    self._over_rate(conn, session)  # raises
-                            handler(conn, session, item)
-                        except _REFUSALS as exc:
-                            self._refuse(conn, session, item, exc)
+                    self.handle(conn, session, item)
                 except Exception:
                     self._bug(conn, session, item)
                 if session.closing_since is not None:
