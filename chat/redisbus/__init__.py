@@ -106,14 +106,12 @@ from redis.retry import Retry
 from chat import metrics
 from chat.bus import Blocking, Deliver, DeliverMany, Flush, Handoff, Settle
 from chat.redisbus.links import Link, PubSubLink, RawLink, RawPublisher
+from chat.redisbus.loopsub import LoopSubscriptions
+from chat.redisbus.names import CLUSTER_CHANNEL, FLUSH, FLUSH_ALL, PREFIX, server_key, user_channel
+from chat.redisbus.names import user_of as _user_of
 from chat.redisbus.rounds import PUBLISH_TIMEOUT, LoopHooks, LoopRound, one_per_user
 
 log = logging.getLogger("chat.redisbus")
-
-PREFIX = "chat:"
-CLUSTER_CHANNEL = PREFIX + "cluster"
-FLUSH = b"flush"
-FLUSH_ALL = b"flush-all"
 
 HEARTBEAT_TTL = 6.0  # a SIGKILLed server's users can log in elsewhere after this
 HEARTBEAT_EVERY = 1.5
@@ -124,24 +122,6 @@ BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 POLL = 1.0  # the subscriber's longest sleep in get_message
 DELIVER_BATCH = 256  # messages the subscriber reads before handing them on
 CLOSE_WAIT = 3.0  # how long close waits for the publisher thread to drain
-
-
-def user_channel(user_id: int) -> str:
-    return f"{PREFIX}user:{user_id}"
-
-
-def server_key(server_id: str) -> str:
-    return f"{PREFIX}server:{server_id}"
-
-
-def _user_of(channel: str) -> int | None:
-    head = PREFIX + "user:"
-    if channel.startswith(head):
-        try:
-            return int(channel[len(head):])
-        except ValueError:
-            return None
-    return None
 
 
 class RedisBus:
@@ -190,7 +170,9 @@ class RedisBus:
         self._out_lock = threading.Lock()  # orders hand_off against close
         self._publishing = False  # the publisher thread runs (under _out_lock)
         self._publisher_thread: threading.Thread | None = None
-        self._local = threading.local()  # .round: the loop thread's LoopRound (attach_loop)
+        self._local = threading.local()  # .round, .subs: the loop thread's (attach_loop)
+        self._subs: list[LoopSubscriptions] = []  # every loop's (under _lock)
+        self._holders: dict[int, LoopSubscriptions] = {}  # whose loop holds a user (_lock)
 
     # -- Bus -------------------------------------------------------------------
 
@@ -218,6 +200,10 @@ class RedisBus:
         `RawPublisher`) it does nothing."""
         if self._raw is not None:
             self._local.round = LoopRound(self, loop, self._raw)
+            subs = LoopSubscriptions(self, loop, self._raw.address, self._raw.setup)
+            self._local.subs = subs
+            with self._lock:
+                self._subs.append(subs)
 
     def hand_off(self, handoff: Handoff) -> None:
         """Publish ``handoff`` at the end of this loop's round (``attach_loop``) or
@@ -241,16 +227,41 @@ class RedisBus:
                      [0] * len(handoff.items))
 
     def subscribe(self, user_id: int) -> None:
-        """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable)."""
-        self._request("subscribe", [user_id])
+        """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable).
+
+        In a loop thread (``attach_loop``) on the loop's own connection, which
+        that loop reads (`LoopSubscriptions`); elsewhere on the subscriber
+        thread's."""
+        subs: LoopSubscriptions | None = getattr(self._local, "subs", None)
+        if subs is None:
+            self._request("subscribe", [user_id])
+            return
+        with self._lock:
+            self._holders[user_id] = subs
+        subs.subscribe(user_id, SUBSCRIBE_WAIT)
 
     def unsubscribe(self, user_id: int) -> None:
         """Stop holding ``user_id``; returns once Redis confirmed it (or is unreachable)."""
-        self._request("unsubscribe", [user_id])
+        self._unsubscribe([user_id], SUBSCRIBE_WAIT)
 
     def unsubscribe_many(self, user_ids: list[int]) -> None:
         """``unsubscribe`` each user, all waited for at once (shutdown)."""
-        self._request("unsubscribe", user_ids, SHUTDOWN_UNSUBSCRIBE_WAIT)
+        self._unsubscribe(user_ids, SHUTDOWN_UNSUBSCRIBE_WAIT)
+
+    def _unsubscribe(self, user_ids: list[int], wait: float) -> None:
+        """Each user from the connection that holds it: a loop's or the subscriber's."""
+        by_loop: dict[LoopSubscriptions, list[int]] = {}
+        elsewhere: list[int] = []
+        with self._lock:
+            for user_id in user_ids:
+                subs = self._holders.pop(user_id, None)
+                if subs is None:
+                    elsewhere.append(user_id)
+                else:
+                    by_loop.setdefault(subs, []).append(user_id)
+        for subs, users in by_loop.items():
+            subs.unsubscribe(users, wait)
+        self._request("unsubscribe", elsewhere, wait)
 
     def _request(self, kind: str, user_ids: list[int], wait: float = SUBSCRIBE_WAIT) -> None:
         """Queue ``kind`` ("subscribe" or "unsubscribe") for each user and wait for
@@ -355,6 +366,10 @@ class RedisBus:
             self._publisher_thread.join(CLOSE_WAIT)
         self._stop.set()
         self._wake()
+        with self._lock:
+            subs_all = list(self._subs)
+        for subs in subs_all:
+            subs.close()
         for thread in self._threads:
             thread.join(2.0)
         try:
@@ -613,11 +628,21 @@ class RedisBus:
             return
         items = batch[:]
         batch.clear()
-        assert self._deliver_many is not None
         try:
-            self._deliver_many(items)
+            self._deliver_batch(items)
         except Exception:
             log.exception("bug while handing on %d message(s) from the bus", len(items))
+
+    def _deliver_batch(self, items: list[tuple[int, bytes | None]]) -> None:
+        """What a subscription read, in order (a payload of None: flush the user)."""
+        if self._deliver_many is not None:
+            self._deliver_many(items)
+            return
+        for user_id, payload in items:
+            if payload is None:
+                self._flush_users([user_id])
+            elif self._deliver is not None:
+                self._deliver(user_id, payload)
 
     def _drain_requests(self, link: Link | None) -> None:
         """Apply queued (un)subscribe requests to the desired set, and to Redis if connected."""
@@ -664,7 +689,9 @@ class RedisBus:
         try:
             if channel == CLUSTER_CHANNEL:
                 if data == FLUSH_ALL:
-                    self._flush_users(list(self._users))
+                    with self._lock:
+                        held = list(self._holders)
+                    self._flush_users(list(self._users) + held)
                 return
             user_id = _user_of(channel)
             if user_id is None:

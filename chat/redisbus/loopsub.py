@@ -1,0 +1,307 @@
+"""A loop's own subscriptions: chat from other servers read by the loop that holds its users.
+
+Why
+---
+With one subscriber thread, a message from another server woke two threads
+here: the subscriber read it and posted it to the recipient's loop, which
+woke to write it.  A loop that subscribes its own users' channels on a
+connection of its own (`LoopSubscriptions`), and watches that connection as
+it watches its clients, reads the message and writes it in one wake-up, in
+the thread that owns the recipient's connection (unless the connection moved
+since its login; then the router posts it on, as before).
+
+The guarantees of the subscriber thread (``chat.redisbus``) hold here too:
+
+- ``subscribe`` returns once Redis confirmed the subscription, so a login's
+  fetch of its stored messages cannot miss one that a sender stored because
+  nobody took it (the sender's ``flush`` now reaches us).  The login runs in
+  this loop's thread, which is also the only reader of the connection, so
+  the wait reads the connection itself and handles what it reads, in order,
+  as the loop would have.
+- ``unsubscribe`` (from any thread: the releasing thread, shutdown) returns
+  once Redis confirmed it, and the loop handles replies in order, so every
+  message Redis sent for the user before that was handled first (stored,
+  when the user has left).
+- A lost connection loses its subscriptions: the loop connects again with
+  backoff and subscribes its users again; a confirmation that nobody waits
+  for flushes its user, since others stored messages for it meanwhile.
+- A silent connection PINGs Redis after ``HEALTH_EVERY`` seconds and is
+  dropped when no answer came ``SUB_TIMEOUT`` seconds later.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import selectors
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from chat.redisbus.links import (
+    HEALTH_EVERY,
+    SUB_CONNECT_TIMEOUT,
+    SUB_TIMEOUT,
+    command,
+    open_connection,
+)
+from chat.redisbus.names import FLUSH, user_channel, user_of
+
+if TYPE_CHECKING:
+    from chat.redisbus import RedisBus
+    from chat.redisbus.rounds import LoopHooks
+
+log = logging.getLogger("chat.redisbus")
+
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
+_SUBSCRIBE, _UNSUBSCRIBE, _MESSAGE = b"subscribe", b"unsubscribe", b"message"
+
+
+class LoopSubscriptions:
+    """The users whose logins ran in one loop: their channels, on the loop's own
+    connection, read by the loop.
+
+    ``subscribe`` and everything that reads or reconnects run in the loop's
+    thread; ``unsubscribe`` and ``close`` from any thread.
+    """
+
+    def __init__(self, bus: RedisBus, loop: LoopHooks, address: tuple[str, int],
+                 setup: list[bytes]) -> None:
+        self._bus = bus
+        self._loop = loop
+        self._address, self._setup = address, setup
+        self._owner = threading.get_ident()
+        self._lock = threading.Lock()  # _users, _waiters, _sock and writing to it
+        self._users: set[int] = set()  # subscribed here, or to be once connected
+        self._waiters: dict[tuple[bytes, bytes], list[threading.Event]] = {}
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._heard = self._pinged = 0.0
+        self._backoff = BACKOFF_MIN
+        self._closed = False
+        self._connect()
+        loop.run_after(HEALTH_EVERY, self._health)
+
+    # -- any thread ---------------------------------------------------------------
+
+    def unsubscribe(self, user_ids: list[int], wait: float) -> None:
+        """Stop holding ``user_ids``; returns once Redis confirmed it, at most
+        ``wait`` seconds later (at once while the connection is down)."""
+        channels = [user_channel(u).encode() for u in user_ids]
+        events = [threading.Event() for _ in channels]
+        with self._lock:
+            self._users.difference_update(user_ids)
+            if self._sock is None:
+                return  # a new connection subscribes only who is left
+            for channel, done in zip(channels, events, strict=True):
+                self._waiters.setdefault((_UNSUBSCRIBE, channel), []).append(done)
+        self._write(command(b"UNSUBSCRIBE", *channels))
+        self._await(events, time.monotonic() + wait, "unsubscribe")
+
+    def close(self) -> None:
+        """Stop reconnecting; the connection is closed in the loop's thread."""
+        self._closed = True
+        with self._lock:
+            self._release_waiters()
+        self._loop.run_after(0, lambda: self._drop(None))
+
+    # -- the loop's thread ----------------------------------------------------------
+
+    def subscribe(self, user_id: int, wait: float) -> None:
+        """Hold ``user_id`` here; returns once Redis confirmed it, at most ``wait``
+        seconds later (at once while the connection is down: the next one
+        subscribes and flushes it)."""
+        channel = user_channel(user_id).encode()
+        done = threading.Event()
+        with self._lock:
+            self._users.add(user_id)
+            if self._sock is None:
+                return
+            self._waiters.setdefault((_SUBSCRIBE, channel), []).append(done)
+        self._write(command(b"SUBSCRIBE", channel))
+        self._await([done], time.monotonic() + wait, "subscribe")
+
+    def _await(self, events: list[threading.Event], deadline: float, kind: str) -> None:
+        """Wait for Redis's confirmations; in the loop's thread, by reading the
+        connection (nobody else will) and handling what comes, in order."""
+        owner = threading.get_ident() == self._owner
+        with self._bus._blocking():
+            for done in events:
+                while not done.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    if not owner:
+                        done.wait(left)
+                        continue
+                    sock = self._sock
+                    if sock is None:
+                        break  # dropped: the waiters were released
+                    if _ready(sock, select.POLLIN, left):
+                        self._on_readable(0)
+        late = [done for done in events if not done.is_set()]
+        if late:
+            log.warning("%s of %d user(s) not confirmed in time", kind, len(late))
+            with self._lock:
+                for waiting in self._waiters.values():
+                    for done in late:
+                        if done in waiting:
+                            waiting.remove(done)
+
+    def _write(self, data: bytes) -> None:
+        """Send a command; a failure shuts the socket down, and the loop drops it."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                view = memoryview(data)
+                while view:
+                    try:
+                        view = view[sock.send(view):]
+                    except BlockingIOError:
+                        if not _ready(sock, select.POLLOUT, SUB_TIMEOUT):
+                            raise TimeoutError("Redis did not take a command") from None
+            except OSError as exc:
+                log.warning("redis subscription connection lost: %s", exc)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # the loop reads EOF and reconnects
+                except OSError:
+                    pass
+
+    def _connect(self) -> None:
+        """Connect, and subscribe every user here (a reconnection flushes each)."""
+        if self._closed:
+            return
+        try:
+            with self._bus._blocking():
+                sock, reader = open_connection(self._address, self._setup, SUB_CONNECT_TIMEOUT)
+        except (OSError, RedisError) as exc:
+            if self._backoff == BACKOFF_MIN:
+                log.warning("redis subscription connection failed: %s; retrying", exc)
+            self._loop.run_after(self._backoff, self._connect)
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._reader = reader
+        self._heard, self._pinged = time.monotonic(), 0.0
+        self._loop.register(sock, selectors.EVENT_READ, self._on_readable)
+        with self._lock:
+            self._sock = sock
+            users = list(self._users)
+        if users:
+            self._write(command(b"SUBSCRIBE", *(user_channel(u) for u in users)))
+        if self._backoff != BACKOFF_MIN:
+            log.info("redis subscription connection back, %d user(s)", len(users))
+        self._backoff = BACKOFF_MIN
+
+    def _on_readable(self, _mask: int) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(262144)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(exc)
+            return
+        self._heard, self._pinged = time.monotonic(), 0.0
+        self._reader.feed(data)
+        try:
+            self._handle_replies()
+        except RedisError as exc:
+            self._drop(exc)
+
+    def _handle_replies(self) -> None:
+        """Everything parsed, in order: messages handed on in batches, a
+        confirmation only after what came before it."""
+        batch: list[tuple[int, bytes | None]] = []
+        gets = self._reader.gets
+        while (reply := gets()) is not False:
+            if type(reply) is not list or len(reply) != 3:
+                if isinstance(reply, Exception):
+                    raise RedisError(str(reply))
+                continue  # a PING's answer: hearing it was the point
+            kind, channel, data = reply
+            if kind == _MESSAGE:
+                user_id = user_of(channel.decode())
+                if user_id is not None:
+                    batch.append((user_id, None if data == FLUSH else data))
+                continue
+            self._hand_on(batch)
+            if kind in (_SUBSCRIBE, _UNSUBSCRIBE):
+                self._confirmed(kind, channel)
+        self._hand_on(batch)
+
+    def _hand_on(self, batch: list[tuple[int, bytes | None]]) -> None:
+        if not batch:
+            return
+        items = batch[:]
+        batch.clear()
+        try:
+            self._bus._deliver_batch(items)
+        except Exception:
+            log.exception("bug while handing on %d message(s) from the bus", len(items))
+
+    def _confirmed(self, kind: bytes, channel: bytes) -> None:
+        with self._lock:
+            events = self._waiters.pop((kind, channel), [])
+            user_id = user_of(channel.decode())
+            unawaited = kind == _SUBSCRIBE and not events and user_id in self._users
+        for done in events:
+            done.set()
+        if unawaited and user_id is not None:
+            self._bus._flush_users([user_id])
+
+    def _health(self) -> None:
+        """Timer: PING a silent connection; drop one that does not answer."""
+        if self._closed:
+            return
+        now = time.monotonic()
+        if self._sock is not None:
+            if self._pinged:
+                if now - self._pinged > SUB_TIMEOUT:
+                    self._drop(TimeoutError("Redis did not answer a PING"))
+            elif now - self._heard > HEALTH_EVERY:
+                self._pinged = now
+                self._write(command(b"PING"))
+        self._loop.run_after(min(HEALTH_EVERY, SUB_TIMEOUT) / 2, self._health)
+
+    def _drop(self, exc: BaseException | None) -> None:
+        """The connection is gone: nobody waits for it; connect again (unless closed)."""
+        with self._lock:
+            sock, self._sock, self._reader = self._sock, None, None
+            self._release_waiters()
+        if sock is not None:
+            try:
+                self._loop.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        if exc is None or self._closed:
+            return
+        log.warning("redis subscription connection lost: %s; reconnecting", exc)
+        self._loop.run_after(self._backoff, self._connect)
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _release_waiters(self) -> None:
+        """Lock held: nobody waits for a connection that is gone (the next one flushes)."""
+        for events in self._waiters.values():
+            for done in events:
+                done.set()
+        self._waiters.clear()
+
+
+def _ready(sock: socket.socket, events: int, timeout: float) -> bool:
+    """Whether ``sock`` became ready for ``events`` within ``timeout`` seconds
+    (``poll``: a loop's descriptors may be past ``select``'s 1024)."""
+    poller = select.poll()
+    poller.register(sock, events)
+    return bool(poller.poll(max(0, int(timeout * 1000))))

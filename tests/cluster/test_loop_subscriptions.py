@@ -1,0 +1,161 @@
+"""A loop subscribes the channels of the users who logged in on it, and reads them.
+
+chat/redisbus/loopsub.py: a message from another server is handed on in the
+loop's own thread (no subscriber thread in between), with the subscriber
+thread's guarantees: ``subscribe`` returns once Redis confirmed it,
+``unsubscribe`` once every message before its confirmation was handed on, a
+lost connection comes back subscribed and flushes its users, and the
+cluster's ``flush-all`` reaches them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import redis as redis_py
+
+from chat.redisbus import RedisBus
+from chat.redisbus.names import CLUSTER_CHANNEL, FLUSH_ALL, user_channel
+from reactor import EventLoop, EventLoopThread
+from tests.support.redis_server import RedisServer
+
+T = TypeVar("T")
+
+
+class Recorder:
+    """The bus's callbacks: what was handed on, in which thread; who was flushed."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.items: list[tuple[int, bytes | None, int]] = []  # (user, payload, thread)
+        self.flushed: list[int] = []
+
+    def deliver_many(self, items: list[tuple[int, bytes | None]]) -> None:
+        with self.cond:
+            self.items += [(u, p, threading.get_ident()) for u, p in items]
+            self.cond.notify_all()
+
+    def flush(self, user_id: int) -> None:
+        with self.cond:
+            self.flushed.append(user_id)
+            self.cond.notify_all()
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        with self.cond:
+            assert self.cond.wait_for(predicate, timeout), "timed out"
+
+
+class Setup:
+    def __init__(self, redis: RedisServer) -> None:
+        self.redis = redis
+        self.rec = Recorder()
+        self.bus = RedisBus(redis.url, "loopsub-test")
+        self.bus.start(lambda u, p: self.rec.deliver_many([(u, p)]), self.rec.flush,
+                       self.rec.deliver_many)
+        assert self.bus.wait_connected(10)
+        self.thread = EventLoopThread("io")
+        self.loop: EventLoop = self.thread.start_loop()
+        self.in_loop(lambda: self.bus.attach_loop(self.loop))
+        self.client = redis_py.Redis.from_url(redis.url)
+
+    def in_loop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the loop's thread and return its result."""
+        box: list[T] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box.append(fn())
+            finally:
+                done.set()
+        self.loop.queue_in_loop(call)
+        assert done.wait(10)
+        return box[0]
+
+    def subscribers(self, user_id: int) -> int:
+        return int(self.client.pubsub_numsub(user_channel(user_id))[0][1])
+
+    def close(self) -> None:
+        self.bus.close()
+        self.thread.stop(5)
+        self.client.close()
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    redis = RedisServer().start()
+    s = Setup(redis)
+    yield s
+    s.close()
+    redis.cleanup()
+
+
+def test_subscribe_in_a_loop_returns_confirmed_and_its_messages_arrive_in_that_loop(
+        setup: Setup) -> None:
+    setup.in_loop(lambda: setup.bus.subscribe(41))
+    assert setup.subscribers(41) == 1  # confirmed before subscribe returned
+    sent = [b'{"n":%d}' % n for n in range(100)]
+    for payload in sent:
+        assert setup.client.publish(user_channel(41), payload) == 1
+    setup.rec.wait(lambda: len(setup.rec.items) == 100)
+    assert [p for _, p, _ in setup.rec.items] == sent  # in order
+    assert {t for _, _, t in setup.rec.items} == {setup.in_loop(threading.get_ident)}
+
+
+def test_unsubscribe_from_another_thread_returns_after_what_came_before_was_handed_on(
+        setup: Setup) -> None:
+    setup.in_loop(lambda: setup.bus.subscribe(42))
+    gate = threading.Event()
+    setup.loop.queue_in_loop(lambda: gate.wait(10))  # the loop is busy elsewhere
+    for n in range(200):
+        setup.client.publish(user_channel(42), b"%d" % n)
+    handed_on_at_return: list[int] = []
+
+    def leave() -> None:
+        setup.bus.unsubscribe(42)
+        handed_on_at_return.append(len(setup.rec.items))
+    leaving = threading.Thread(target=leave)
+    leaving.start()
+    leaving.join(0.3)
+    assert leaving.is_alive()  # waits for the loop to read the confirmation
+    gate.set()
+    leaving.join(10)
+    assert handed_on_at_return == [200]
+    assert setup.subscribers(42) == 0
+    assert setup.client.publish(user_channel(42), b"late") == 0
+
+
+def test_a_lost_connection_comes_back_subscribed_and_flushes_its_users(setup: Setup) -> None:
+    setup.in_loop(lambda: setup.bus.subscribe(43))
+    assert not setup.rec.flushed  # the login waited: nothing to flush
+    killed = 0
+    for client in setup.client.client_list(_type="pubsub"):
+        if int(client["sub"]) == 1:  # the loop's connection holds only user 43
+            setup.client.client_kill_filter(_id=client["id"])
+            killed += 1
+    assert killed == 1
+    setup.rec.wait(lambda: 43 in setup.rec.flushed)  # others may have stored meanwhile
+    assert setup.subscribers(43) == 1
+    assert setup.client.publish(user_channel(43), b"again") == 1
+    setup.rec.wait(lambda: any(p == b"again" for _, p, _ in setup.rec.items))
+
+
+def test_flush_all_reaches_the_users_of_every_loop(setup: Setup) -> None:
+    setup.in_loop(lambda: setup.bus.subscribe(44))
+    setup.client.publish(CLUSTER_CHANNEL, FLUSH_ALL)
+    setup.rec.wait(lambda: 44 in setup.rec.flushed)
+
+
+def test_a_login_while_redis_is_down_does_not_wait_and_is_subscribed_once_it_is_back(
+        setup: Setup) -> None:
+    setup.redis.kill()
+    started = time.monotonic()
+    setup.in_loop(lambda: setup.bus.subscribe(45))
+    assert time.monotonic() - started < 2.5  # at most one confirmation timeout
+    setup.redis.start()
+    setup.rec.wait(lambda: 45 in setup.rec.flushed, timeout=20)
+    assert setup.subscribers(45) == 1
