@@ -61,10 +61,17 @@ class Entry:
 
     @classmethod
     def from_stored(cls, row: int, text: str) -> Entry:
-        msg = orjson.loads(text)
+        return cls.from_payload(row, text.encode())
+
+    @classmethod
+    def from_payload(cls, row: int, payload: bytes) -> Entry:
+        """Raises ValueError unless ``payload`` is a JSON object in UTF-8."""
+        msg = orjson.loads(payload)
+        if type(msg) is not dict:
+            raise ValueError("not a JSON object")
         mid, sender, kind = msg.get("mid"), msg.get("id"), msg.get("msgid")
         return cls(mid if type(mid) is int else 0, sender if type(sender) is int else 0,
-                   kind if type(kind) is int else 0, text.encode(), row)
+                   kind if type(kind) is int else 0, payload, row)
 
 
 Receipts = Callable[[int, list[tuple[int, int]]], None]  # (recipient, [(sender, mid)])

@@ -288,8 +288,8 @@ class Router:
                 _send_receipt(conn, payload)
             else:
                 try:
-                    entry = Entry.from_stored(0, payload.decode())
-                except (ValueError, UnicodeDecodeError):
+                    entry = Entry.from_payload(0, payload)
+                except ValueError:
                     log.warning("dropped a malformed message for user %d from the bus", user_id)
                     continue
                 self._into_outbox(conn, user_id, entry)
@@ -387,8 +387,8 @@ class Router:
             return  # a receipt for a sender who left is dropped, as the protocol says
         if conn is not None:
             try:
-                self._hand_over(conn, user_id, Entry.from_stored(0, payload.decode()))
-            except (ValueError, UnicodeDecodeError):
+                self._hand_over(conn, user_id, Entry.from_payload(0, payload))
+            except ValueError:
                 log.warning("dropped a malformed message for user %d from the bus", user_id)
                 return
             metrics.DELIVERED.inc("from_bus")

@@ -169,3 +169,12 @@ def test_without_acks_a_full_queue_sends_messages_to_storage(store: Store) -> No
     box.on_written()  # drained: those written are confirmed, the rest come out in order
     assert [f["mid"] for f in wire.frames][sent:sent + 3] == [sent + 1, sent + 2, sent + 3]
     assert stored_mids(store)[0] == sent + 1
+
+
+def test_an_entry_from_the_bus_keeps_its_bytes_and_refuses_what_is_not_a_json_object() -> None:
+    payload = b'{"msgid":5,"id":7,"to":8,"msg":"\xc3\xa9","mid":99}'
+    entry = Entry.from_payload(0, payload)
+    assert (entry.mid, entry.sender, entry.kind, entry.payload) == (99, 7, 5, payload)
+    for bad in (b'{"msg":"\xff"}', b"[1,2]", b"not json", b""):
+        with pytest.raises(ValueError):
+            Entry.from_payload(0, bad)
