@@ -18,8 +18,15 @@ Names in Redis (docs/cluster.md has the full contract):
 
 Threads:
 
-- The *subscriber thread* alone owns the PubSub connection (redis-py's PubSub
-  is not thread-safe).  ``subscribe``/``unsubscribe`` queue a request, wake
+- A *loop thread* that ``attach_loop`` was called in subscribes the users
+  whose logins run in it on a connection of its own and reads it like its
+  sockets (`LoopSubscriptions`, chat/redisbus/loopsub.py, which says how
+  the guarantees below hold there too): a message from another server is
+  written to its recipient without waking another thread.  ``unsubscribe``
+  finds the connection that holds the user.
+- The *subscriber thread* alone owns the PubSub connection of
+  ``chat:cluster``, the wake channel and users subscribed outside a loop
+  (redis-py's PubSub is not thread-safe).  ``subscribe``/``unsubscribe`` queue a request, wake
   it and wait until Redis confirmed the request.  So a login that fetches
   offline messages after ``subscribe`` cannot miss a message that a sender
   found no subscriber for (that sender stores, then publishes ``flush``,
