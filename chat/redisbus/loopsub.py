@@ -37,6 +37,7 @@ import selectors
 import socket
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -98,7 +99,7 @@ class LoopSubscriptions:
                 return  # a new connection subscribes only who is left
             for channel, done in zip(channels, events, strict=True):
                 self._waiters.setdefault((_UNSUBSCRIBE, channel), []).append(done)
-        self._write(command(b"UNSUBSCRIBE", *channels))
+            self._send(command(b"UNSUBSCRIBE", *channels))
         self._await(events, time.monotonic() + wait, "unsubscribe")
 
     def close(self) -> None:
@@ -121,7 +122,7 @@ class LoopSubscriptions:
             if self._sock is None:
                 return
             self._waiters.setdefault((_SUBSCRIBE, channel), []).append(done)
-        self._write(command(b"SUBSCRIBE", channel))
+            self._send(command(b"SUBSCRIBE", channel))
         self._await([done], time.monotonic() + wait, "subscribe")
 
     def _await(self, events: list[threading.Event], deadline: float, kind: str) -> None:
@@ -151,39 +152,65 @@ class LoopSubscriptions:
                         if done in waiting:
                             waiting.remove(done)
 
-    def _write(self, data: bytes) -> None:
-        """Send a command; a failure shuts the socket down, and the loop drops it."""
-        with self._lock:
-            sock = self._sock
-            if sock is None:
-                return
-            try:
-                view = memoryview(data)
-                while view:
-                    try:
-                        view = view[sock.send(view):]
-                    except BlockingIOError:
-                        if not _ready(sock, select.POLLOUT, SUB_TIMEOUT):
-                            raise TimeoutError("Redis did not take a command") from None
-            except OSError as exc:
-                log.warning("redis subscription connection lost: %s", exc)
+    def _send(self, data: bytes) -> None:
+        """Lock held: send a command.  Under the lock that guards ``_users``, so
+        commands leave in the order of the changes they make; a failure shuts
+        the socket down, and the loop, reading EOF, drops it."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
                 try:
-                    sock.shutdown(socket.SHUT_RDWR)  # the loop reads EOF and reconnects
-                except OSError:
-                    pass
+                    view = view[sock.send(view):]
+                except BlockingIOError:
+                    if not _ready(sock, select.POLLOUT, SUB_TIMEOUT):
+                        raise TimeoutError("Redis did not take a command") from None
+        except OSError as exc:
+            log.warning("redis subscription connection lost: %s", exc)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _connect(self) -> None:
-        """Connect, and subscribe every user here (a reconnection flushes each)."""
+        """Connect in this thread (the first time, from ``attach_loop``)."""
         if self._closed:
             return
         try:
             with self._bus._blocking():
-                sock, reader = open_connection(self._address, self._setup, SUB_CONNECT_TIMEOUT)
+                opened = open_connection(self._address, self._setup, SUB_CONNECT_TIMEOUT)
         except (OSError, RedisError) as exc:
-            if self._backoff == BACKOFF_MIN:
-                log.warning("redis subscription connection failed: %s; retrying", exc)
-            self._loop.run_after(self._backoff, self._connect)
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._failed_to_connect(exc)
+            return
+        self._adopt(*opened)
+
+    def _reconnect(self) -> None:
+        """The loop's timer: connect on a thread of its own, so that an address
+        that does not answer never holds the loop up for the connect timeout."""
+        if not self._closed:
+            threading.Thread(target=self._open, name="redis-sub-connect", daemon=True).start()
+
+    def _open(self) -> None:
+        try:
+            sock, reader = open_connection(self._address, self._setup, SUB_CONNECT_TIMEOUT)
+        except (OSError, RedisError) as exc:
+            self._loop.run_after(0, partial(self._failed_to_connect, exc))
+            return
+        self._loop.run_after(0, partial(self._adopt, sock, reader))
+
+    def _failed_to_connect(self, exc: BaseException) -> None:
+        if self._backoff == BACKOFF_MIN:
+            log.warning("redis subscription connection failed: %s; retrying", exc)
+        self._loop.run_after(self._backoff, self._reconnect)
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _adopt(self, sock: socket.socket, reader: Any) -> None:
+        """Loop thread: watch a new connection and subscribe every user here on
+        it (each confirmation, awaited by nobody, flushes its user)."""
+        if self._closed:
+            sock.close()
             return
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -193,8 +220,8 @@ class LoopSubscriptions:
         with self._lock:
             self._sock = sock
             users = list(self._users)
-        if users:
-            self._write(command(b"SUBSCRIBE", *(user_channel(u) for u in users)))
+            if users:
+                self._send(command(b"SUBSCRIBE", *(user_channel(u) for u in users)))
         if self._backoff != BACKOFF_MIN:
             log.info("redis subscription connection back, %d user(s)", len(users))
         self._backoff = BACKOFF_MIN
@@ -271,7 +298,8 @@ class LoopSubscriptions:
                     self._drop(TimeoutError("Redis did not answer a PING"))
             elif now - self._heard > HEALTH_EVERY:
                 self._pinged = now
-                self._write(command(b"PING"))
+                with self._lock:
+                    self._send(command(b"PING"))
         self._loop.run_after(min(HEALTH_EVERY, SUB_TIMEOUT) / 2, self._health)
 
     def _drop(self, exc: BaseException | None) -> None:
@@ -288,7 +316,7 @@ class LoopSubscriptions:
         if exc is None or self._closed:
             return
         log.warning("redis subscription connection lost: %s; reconnecting", exc)
-        self._loop.run_after(self._backoff, self._connect)
+        self._loop.run_after(self._backoff, self._reconnect)
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
     def _release_waiters(self) -> None:

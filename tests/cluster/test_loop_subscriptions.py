@@ -10,6 +10,7 @@ cluster's ``flush-all`` reaches them.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 import redis as redis_py
 
 from chat.redisbus import RedisBus
+from chat.redisbus.links import SUB_CONNECT_TIMEOUT
 from chat.redisbus.names import CLUSTER_CHANNEL, FLUSH_ALL, user_channel
 from reactor import EventLoop, EventLoopThread
 from tests.support.redis_server import RedisServer
@@ -159,3 +161,19 @@ def test_a_login_while_redis_is_down_does_not_wait_and_is_subscribed_once_it_is_
     setup.redis.start()
     setup.rec.wait(lambda: 45 in setup.rec.flushed, timeout=20)
     assert setup.subscribers(45) == 1
+
+
+def test_reconnecting_never_holds_the_loop_up_for_the_connect_timeout(setup: Setup) -> None:
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(0)
+    filler = socket.create_connection(hang.getsockname())  # the next connect hangs
+    try:
+        subs = setup.in_loop(lambda: setup.bus._local.subs)
+        subs._address = hang.getsockname()
+        started = time.monotonic()
+        setup.in_loop(subs._reconnect)
+        assert time.monotonic() - started < SUB_CONNECT_TIMEOUT / 2  # connecting elsewhere
+    finally:
+        filler.close()
+        hang.close()
