@@ -16,8 +16,11 @@ The guarantees of the subscriber thread (``chat.redisbus``) hold here too:
   fetch of its stored messages cannot miss one that a sender stored because
   nobody took it (the sender's ``flush`` now reaches us).  The login runs in
   this loop's thread, which is also the only reader of the connection, so
-  the wait reads the connection itself and handles what it reads, in order,
-  as the loop would have.
+  the wait reads the connection itself; what else it reads is kept, in
+  order, and handled once the login's handler returned, before anything
+  read later.  Handled inside the login, a ``flush`` for the user would
+  send its stored messages before the login ack, and the login would send
+  them again (the soak found that).
 - ``unsubscribe`` (from any thread: the releasing thread, shutdown) returns
   once Redis confirmed it, and the loop handles replies in order, so every
   message Redis sent for the user before that was handled first (stored,
@@ -81,6 +84,9 @@ class LoopSubscriptions:
         self._sock: socket.socket | None = None
         self._reader: Any = None
         self._heard = self._pinged = 0.0
+        # Read while a login waited for its subscription, handled after it.
+        self._held: list[tuple[bytes, bytes, bytes]] = []
+        self._held_due = False
         self._backoff = BACKOFF_MIN
         self._closed = False
         self._connect()
@@ -126,8 +132,11 @@ class LoopSubscriptions:
         self._await([done], time.monotonic() + wait, "subscribe")
 
     def _await(self, events: list[threading.Event], deadline: float, kind: str) -> None:
-        """Wait for Redis's confirmations; in the loop's thread, by reading the
-        connection (nobody else will) and handling what comes, in order."""
+        """Wait for Redis's confirmations.  In the loop's thread, by reading the
+        connection (nobody else will): what comes meanwhile is kept, in order,
+        and handled once the handler that waits has returned (``_held``), as
+        the loop would have handled it; only a subscription's confirmation
+        that somebody waits for is taken at once."""
         owner = threading.get_ident() == self._owner
         with self._bus._blocking():
             for done in events:
@@ -142,7 +151,10 @@ class LoopSubscriptions:
                     if sock is None:
                         break  # dropped: the waiters were released
                     if _ready(sock, select.POLLIN, left):
-                        self._on_readable(0)
+                        self._read(holding=True)
+        if self._held and not self._held_due:
+            self._held_due = True
+            self._loop.call_before_poll(self._handle_held)
         late = [done for done in events if not done.is_set()]
         if late:
             log.warning("%s of %d user(s) not confirmed in time", kind, len(late))
@@ -227,6 +239,11 @@ class LoopSubscriptions:
         self._backoff = BACKOFF_MIN
 
     def _on_readable(self, _mask: int) -> None:
+        self._read(holding=False)
+
+    def _read(self, holding: bool) -> None:
+        """Take what Redis sent and handle it, or, ``holding`` (a login waits
+        for its subscription), keep it for later but the awaited confirmations."""
         sock = self._sock
         if sock is None:
             return
@@ -242,21 +259,51 @@ class LoopSubscriptions:
         self._heard, self._pinged = time.monotonic(), 0.0
         self._reader.feed(data)
         try:
-            self._handle_replies()
+            replies = self._parsed()
         except RedisError as exc:
             self._drop(exc)
+            return
+        if holding:
+            self._held += [r for r in replies if not self._awaited_subscription(r)]
+        else:
+            if self._held:
+                self._handle_held()
+            self._handle(replies)
 
-    def _handle_replies(self) -> None:
-        """Everything parsed, in order: messages handed on in batches, a
-        confirmation only after what came before it."""
-        batch: list[tuple[int, bytes | None]] = []
+    def _parsed(self) -> list[tuple[bytes, bytes, bytes]]:
+        """Every complete (kind, channel, data) reply so far; a PING's answer is
+        dropped (hearing it was the point)."""
+        got: list[Any] = []  # hiredis's lists, taken as they are
         gets = self._reader.gets
         while (reply := gets()) is not False:
-            if type(reply) is not list or len(reply) != 3:
-                if isinstance(reply, Exception):
-                    raise RedisError(str(reply))
-                continue  # a PING's answer: hearing it was the point
-            kind, channel, data = reply
+            if type(reply) is list and len(reply) == 3:
+                got.append(reply)
+            elif isinstance(reply, Exception):
+                raise RedisError(str(reply))
+        return got
+
+    def _awaited_subscription(self, reply: tuple[bytes, bytes, bytes]) -> bool:
+        """A subscription's confirmation that somebody waits for: they are woken
+        now (nothing else is done with it, so nothing is handled early)."""
+        if reply[0] != _SUBSCRIBE:
+            return False
+        with self._lock:
+            events = self._waiters.pop((_SUBSCRIBE, reply[1]), [])
+        for done in events:
+            done.set()
+        return bool(events)
+
+    def _handle_held(self) -> None:
+        """What was read while a login waited, before anything read later."""
+        self._held_due = False
+        held, self._held = self._held, []
+        self._handle(held)
+
+    def _handle(self, replies: list[tuple[bytes, bytes, bytes]]) -> None:
+        """In order: messages handed on in batches, a confirmation only after
+        what came before it."""
+        batch: list[tuple[int, bytes | None]] = []
+        for kind, channel, data in replies:
             if kind == _MESSAGE:
                 user_id = user_of(channel.decode())
                 if user_id is not None:

@@ -2,7 +2,8 @@
 
 chat/redisbus/loopsub.py: a message from another server is handed on in the
 loop's own thread (no subscriber thread in between), with the subscriber
-thread's guarantees: ``subscribe`` returns once Redis confirmed it,
+thread's guarantees: ``subscribe`` returns once Redis confirmed it (what
+came meanwhile is handled after the login's handler, not inside it),
 ``unsubscribe`` once every message before its confirmation was handed on, a
 lost connection comes back subscribed and flushes its users, and the
 cluster's ``flush-all`` reaches them.
@@ -177,3 +178,18 @@ def test_reconnecting_never_holds_the_loop_up_for_the_connect_timeout(setup: Set
     finally:
         filler.close()
         hang.close()
+
+
+def test_what_comes_while_a_login_waits_is_handed_on_after_the_login_not_inside_it(
+        setup: Setup) -> None:
+    setup.in_loop(lambda: setup.bus.subscribe(50))
+
+    def login() -> int:
+        setup.client.publish(user_channel(50), b"first")  # on the wire before the reply
+        setup.bus.subscribe(51)
+        return len(setup.rec.items)  # what the login's handler saw handed on
+    assert setup.in_loop(login) == 0
+    setup.client.publish(user_channel(50), b"second")
+    setup.rec.wait(lambda: len(setup.rec.items) == 2)
+    assert [p for _, p, _ in setup.rec.items] == [b"first", b"second"]
+    assert not setup.rec.flushed  # the login's own confirmation was awaited
