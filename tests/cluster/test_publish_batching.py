@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -25,7 +26,7 @@ import redis as redis_py
 
 from chat.bus import Handoff
 from chat.redisbus import RedisBus
-from chat.redisbus.rounds import PIPELINE_MAX, LoopRound, one_per_user
+from chat.redisbus.rounds import PIPELINE_MAX, PUBLISH_TIMEOUT, LoopRound, one_per_user
 from tests.support.redis_server import RedisServer
 
 
@@ -214,6 +215,36 @@ def test_the_loop_round_stores_what_a_stalled_redis_does_not_answer(redis: Redis
         assert log[-1] == ("stored", [b"after"]) and len(done) == 3
     finally:
         os.kill(redis.process.pid, signal.SIGCONT)
+
+
+def test_the_loop_round_connects_again_off_the_loop(redis: RedisServer) -> None:
+    log: list[tuple[str, Any]] = []
+    bus, rnd, loop = round_bus(redis, log)
+    done: list[Handoff] = []
+    rnd.add(Handoff([(1, b"first")], done.append))
+    loop.end_round()  # the first connection, made in the loop: Redis answers at once
+    while not done:
+        loop.poll(1)
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(0)
+    filler = socket.create_connection(hang.getsockname())  # the next connect hangs
+    try:
+        rnd._drop(ConnectionError("gone"))
+        rnd._address = hang.getsockname()
+        rnd.add(Handoff([(1, b"later")], done.append))
+        started = time.monotonic()
+        loop.end_round()
+        assert time.monotonic() - started < PUBLISH_TIMEOUT / 2  # the loop went on
+        assert len(done) == 1  # the message waits for the connection
+        while len(done) < 2:  # the connect times out: stored
+            loop.poll(0.1)
+            loop.end_round()
+            assert time.monotonic() - started < 5
+        assert log[-1] == ("stored", [b"later"])
+    finally:
+        filler.close()
+        hang.close()
 
 
 def test_close_drains_the_publisher_thread(redis: RedisServer) -> None:
