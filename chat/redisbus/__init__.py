@@ -26,8 +26,8 @@ Threads:
   finds the connection that holds the user.
 - The *subscriber thread* alone owns the PubSub connection of
   ``chat:cluster``, the wake channel and users subscribed outside a loop
-  (redis-py's PubSub is not thread-safe).  ``subscribe``/``unsubscribe`` queue a request, wake
-  it and wait until Redis confirmed the request.  So a login that fetches
+  (redis-py's PubSub is not thread-safe).  ``subscribe``/``unsubscribe``
+  queue a request, wake it and wait until Redis confirmed the request.  So a login that fetches
   offline messages after ``subscribe`` cannot miss a message that a sender
   found no subscriber for (that sender stores, then publishes ``flush``,
   which now reaches us).  And once ``unsubscribe`` returns, every message

@@ -106,7 +106,7 @@ class LoopSubscriptions:
             for channel, done in zip(channels, events, strict=True):
                 self._waiters.setdefault((_UNSUBSCRIBE, channel), []).append(done)
             self._send(command(b"UNSUBSCRIBE", *channels))
-        self._await(events, time.monotonic() + wait, "unsubscribe")
+        self._await(events, time.monotonic() + wait, "unsubscribe", holding=False)
 
     def close(self) -> None:
         """Stop reconnecting; the connection is closed in the loop's thread."""
@@ -129,14 +129,18 @@ class LoopSubscriptions:
                 return
             self._waiters.setdefault((_SUBSCRIBE, channel), []).append(done)
             self._send(command(b"SUBSCRIBE", channel))
-        self._await([done], time.monotonic() + wait, "subscribe")
+        self._await([done], time.monotonic() + wait, "subscribe", holding=True)
 
-    def _await(self, events: list[threading.Event], deadline: float, kind: str) -> None:
+    def _await(self, events: list[threading.Event], deadline: float, kind: str,
+               holding: bool) -> None:
         """Wait for Redis's confirmations.  In the loop's thread, by reading the
-        connection (nobody else will): what comes meanwhile is kept, in order,
-        and handled once the handler that waits has returned (``_held``), as
-        the loop would have handled it; only a subscription's confirmation
-        that somebody waits for is taken at once."""
+        connection (nobody else will): ``holding`` (a login's subscription),
+        what comes meanwhile is kept, in order, and handled once the handler
+        that waits has returned (``_held``), as the loop would have handled it,
+        and only a subscription's confirmation that somebody waits for is taken
+        at once; else (an unsubscribe: at shutdown, or with no loop but the
+        main one) everything is handled as it comes, which is what the
+        unsubscribe waits for."""
         owner = threading.get_ident() == self._owner
         with self._bus._blocking():
             for done in events:
@@ -151,7 +155,7 @@ class LoopSubscriptions:
                     if sock is None:
                         break  # dropped: the waiters were released
                     if _ready(sock, select.POLLIN, left):
-                        self._read(holding=True)
+                        self._read(holding)
         if self._held and not self._held_due:
             self._held_due = True
             self._loop.call_before_poll(self._handle_held)

@@ -20,7 +20,7 @@ from typing import TypeVar
 import pytest
 import redis as redis_py
 
-from chat.redisbus import RedisBus
+from chat.redisbus import SHUTDOWN_UNSUBSCRIBE_WAIT, RedisBus
 from chat.redisbus.links import SUB_CONNECT_TIMEOUT
 from chat.redisbus.names import CLUSTER_CHANNEL, FLUSH_ALL, user_channel
 from reactor import EventLoop, EventLoopThread
@@ -193,3 +193,15 @@ def test_what_comes_while_a_login_waits_is_handed_on_after_the_login_not_inside_
     setup.rec.wait(lambda: len(setup.rec.items) == 2)
     assert [p for _, p, _ in setup.rec.items] == [b"first", b"second"]
     assert not setup.rec.flushed  # the login's own confirmation was awaited
+
+
+def test_an_unsubscribe_in_the_loops_own_thread_reads_its_confirmation_itself(
+        setup: Setup) -> None:
+    """As at shutdown with no loop but the main one (``-t 0``)."""
+    setup.in_loop(lambda: setup.bus.subscribe(52))
+    setup.client.publish(user_channel(52), b"before")
+    started = time.monotonic()
+    setup.in_loop(lambda: setup.bus.unsubscribe_many([52]))
+    assert time.monotonic() - started < SHUTDOWN_UNSUBSCRIBE_WAIT  # confirmed, not timed out
+    assert [p for _, p, _ in setup.rec.items] == [b"before"]
+    assert setup.subscribers(52) == 0
