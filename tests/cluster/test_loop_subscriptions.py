@@ -20,10 +20,12 @@ from typing import TypeVar
 import pytest
 import redis as redis_py
 
+from chat.protocol import MsgId
 from chat.redisbus import SHUTDOWN_UNSUBSCRIBE_WAIT, RedisBus
 from chat.redisbus.links import SUB_CONNECT_TIMEOUT
 from chat.redisbus.names import CLUSTER_CHANNEL, FLUSH_ALL, user_channel
 from reactor import EventLoop, EventLoopThread
+from tests.cluster.conftest import Cluster, start_server
 from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -205,3 +207,22 @@ def test_an_unsubscribe_in_the_loops_own_thread_reads_its_confirmation_itself(
     assert time.monotonic() - started < SHUTDOWN_UNSUBSCRIBE_WAIT  # confirmed, not timed out
     assert [p for _, p, _ in setup.rec.items] == [b"before"]
     assert setup.subscribers(52) == 0
+
+
+def test_servers_with_no_loop_but_the_main_one_chat_across_and_leave_cleanly(
+        mysql_url: str, module_redis: RedisServer) -> None:
+    """``-t 0``: the main loop serves the clients and holds their subscriptions."""
+    c = Cluster(module_redis, [start_server(mysql_url, module_redis.url, threads=0)
+                               for _ in range(2)])
+    try:
+        a, b = c.user(0), c.user(1)
+        assert a.chat(b.user_id, "there", seq=1)["state"] == "delivered"
+        assert b.expect(MsgId.ONE_CHAT_MSG)["msg"] == "there"
+        assert b.chat(a.user_id, "back", seq=2)["state"] == "delivered"
+        assert a.expect(MsgId.ONE_CHAT_MSG)["msg"] == "back"
+        assert c.servers[1].terminate() == 0
+        # its users' unsubscribes were confirmed, not waited out
+        assert "unsubscribe of 1 user(s) not confirmed" not in c.servers[1].log_text()
+        assert a.chat(b.user_id, "gone", seq=3)["state"] == "stored"
+    finally:
+        c.close()
