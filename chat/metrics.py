@@ -288,7 +288,8 @@ REDIS_PUBLISH = Histogram("chat_redis_publish_seconds",
                           "Redis PUBLISH round trips (a pipeline counts once)",
                           buckets=LATENCY_BUCKETS)
 # Registered by watch_redis only: a server without Redis has no such series.
-REDIS_UP = Gauge("chat_redis_up", "1 while the Redis subscriber is connected", registry=None)
+REDIS_UP = Gauge("chat_redis_up", "1 while every Redis subscribing connection is up",
+                 registry=None)
 USERS_ONLINE = Gauge("chat_users_online", "Users logged in on this server")
 
 ConnectionCounts = Callable[[], dict[tuple[str, str], int]]

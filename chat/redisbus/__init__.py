@@ -342,8 +342,14 @@ class RedisBus:
             self._unflushed.difference_update(user_ids)  # a flush follows every message stored
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once the subscriber is connected and subscribed (for tests and tools)."""
-        return self._ready.wait(timeout)
+        """True once the subscriber thread is connected and subscribed, and every
+        loop's subscribing connection is up (the health check and the
+        ``chat_redis_up`` gauge ask with a timeout of 0)."""
+        if not self._ready.wait(timeout):
+            return False
+        with self._lock:
+            subs_all = list(self._subs)
+        return all(subs.connected for subs in subs_all)
 
     def is_alive(self, server_id: str) -> bool:
         """False only if Redis says for sure that ``server_id`` stopped beating.

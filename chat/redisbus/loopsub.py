@@ -108,6 +108,11 @@ class LoopSubscriptions:
             self._send(command(b"UNSUBSCRIBE", *channels))
         self._await(events, time.monotonic() + wait, "unsubscribe", holding=False)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up (a racy snapshot)."""
+        return self._sock is not None
+
     def close(self) -> None:
         """Stop reconnecting; the connection is closed in the loop's thread."""
         self._closed = True

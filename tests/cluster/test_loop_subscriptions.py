@@ -226,3 +226,14 @@ def test_servers_with_no_loop_but_the_main_one_chat_across_and_leave_cleanly(
         assert a.chat(b.user_id, "gone", seq=3)["state"] == "stored"
     finally:
         c.close()
+
+
+def test_the_bus_is_connected_only_while_every_loops_connection_is(setup: Setup) -> None:
+    assert setup.bus.wait_connected(0)
+    subs = setup.in_loop(lambda: setup.bus._local.subs)
+    subs._closed = True  # no reconnection: the state stays for the test to see
+
+    def drop() -> None:
+        subs._drop(None)
+    setup.in_loop(drop)
+    assert not setup.bus.wait_connected(0)  # the health check and chat_redis_up say so
