@@ -161,7 +161,7 @@ class LoopSubscriptions:
                         break  # dropped: the waiters were released
                     if _ready(sock, select.POLLIN, left):
                         self._read(holding)
-        if self._held and not self._held_due:
+        if owner and self._held and not self._held_due:
             self._held_due = True
             self._loop.call_before_poll(self._handle_held)
         late = [done for done in events if not done.is_set()]
@@ -363,12 +363,13 @@ class LoopSubscriptions:
         with self._lock:
             sock, self._sock, self._reader = self._sock, None, None
             self._release_waiters()
-        if sock is not None:
-            try:
-                self._loop.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            sock.close()
+        if sock is None:
+            return  # dropped already: one reconnection at a time
+        try:
+            self._loop.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
         if exc is None or self._closed:
             return
         log.warning("redis subscription connection lost: %s; reconnecting", exc)
