@@ -228,6 +228,18 @@ class RawLink:
             pass
 
 
+def receive(sock: socket.socket) -> bytes | None:
+    """What a non-blocking ``sock`` has (up to 256 KiB), or None if nothing yet;
+    raises OSError (ConnectionError at EOF) if the connection is gone."""
+    try:
+        data = sock.recv(262144)
+    except (BlockingIOError, InterruptedError):
+        return None
+    if not data:
+        raise ConnectionError("Redis closed the connection")
+    return data
+
+
 def open_connection(address: tuple[str, int], setup: list[bytes],
                     timeout: float) -> tuple[socket.socket, Any]:
     """A connection to Redis (TCP_NODELAY, ``timeout`` on its socket) whose

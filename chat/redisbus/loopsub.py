@@ -51,6 +51,7 @@ from chat.redisbus.links import (
     SUB_TIMEOUT,
     command,
     open_connection,
+    receive,
 )
 from chat.redisbus.names import FLUSH, user_channel, user_of
 
@@ -257,13 +258,11 @@ class LoopSubscriptions:
         if sock is None:
             return
         try:
-            data = sock.recv(262144)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-        except (BlockingIOError, InterruptedError):
-            return
+            data = receive(sock)
         except OSError as exc:
             self._drop(exc)
+            return
+        if data is None:
             return
         self._heard, self._pinged = time.monotonic(), 0.0
         self._reader.feed(data)
@@ -318,20 +317,10 @@ class LoopSubscriptions:
                 if user_id is not None:
                     batch.append((user_id, None if data == FLUSH else data))
                 continue
-            self._hand_on(batch)
+            self._bus._hand_on(batch)
             if kind in (_SUBSCRIBE, _UNSUBSCRIBE):
                 self._confirmed(kind, channel)
-        self._hand_on(batch)
-
-    def _hand_on(self, batch: list[tuple[int, bytes | None]]) -> None:
-        if not batch:
-            return
-        items = batch[:]
-        batch.clear()
-        try:
-            self._bus._deliver_batch(items)
-        except Exception:
-            log.exception("bug while handing on %d message(s) from the bus", len(items))
+        self._bus._hand_on(batch)
 
     def _confirmed(self, kind: bytes, channel: bytes) -> None:
         with self._lock:

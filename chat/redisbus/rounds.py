@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from chat import metrics
 from chat.bus import Handoff
-from chat.redisbus.links import RawPublisher, open_connection, pack_publish
+from chat.redisbus.links import RawPublisher, open_connection, pack_publish, receive
 
 if TYPE_CHECKING:
     from chat.redisbus import RedisBus
@@ -203,13 +203,11 @@ class LoopRound:
         if sock is None:
             return
         try:
-            data = sock.recv(262144)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-        except (BlockingIOError, InterruptedError):
-            return
+            data = receive(sock)
         except OSError as exc:
             self._fail_all(exc)
+            return
+        if data is None:
             return
         reader = self._reader
         reader.feed(data)
