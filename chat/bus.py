@@ -80,6 +80,9 @@ class Handoff:
 
 class Bus(Protocol):
     later: bool  # chat is handed off (``hand_off``), not published by ``publish``
+    # The reactor loop that reads chat from other servers, if one does: a
+    # connection that keeps handing chat off is best served there.
+    home_loop: object | None
 
     def start(self, deliver: Deliver, flush: Flush | None = None,
               deliver_many: DeliverMany | None = None, settle: Settle | None = None) -> None:
@@ -137,6 +140,7 @@ class LocalBus:
     """The in-process router: one process is the whole system."""
 
     later = False
+    home_loop: object | None = None
 
     def start(self, deliver: Deliver, flush: Flush | None = None,
               deliver_many: DeliverMany | None = None, settle: Settle | None = None) -> None:

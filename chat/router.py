@@ -212,9 +212,17 @@ class Router:
 
     # -- through a bus that publishes later (the cluster) ------------------------
 
-    def hand_off(self, handoff: Handoff) -> None:
+    def hand_off(self, handoff: Handoff, sender: Connection | None = None) -> None:
         """Give messages for users not here to the bus; ``handoff.done`` is called
-        (from the bus's thread) once each was taken by a holder or settled."""
+        (from the bus's thread) once each was taken by a holder or settled.
+
+        A ``sender`` connection is told that it talks to the bus's home loop,
+        where what comes back from other servers is read: the reactor may
+        move it there, as it gathers two local ends of a conversation.
+        """
+        home = self.bus.home_loop
+        if sender is not None and home is not None:
+            sender.talks_to_loop(home)
         self.bus.hand_off(handoff)
 
     def settle(self, missed: list[tuple[Handoff, int, bytes]]) -> None:

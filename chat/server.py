@@ -178,8 +178,9 @@ class ChatServer:
         self.tcp.start()
         if attach := getattr(self.service.bus, "attach_loop", None):  # RedisBus
             # Chat for other servers leaves once per round of the loop that took it.
-            for loop in self.tcp.thread_pool.get_all_loops():
-                loop.queue_in_loop(partial(attach, loop))
+            # The first also reads what other servers send to every user here.
+            for i, loop in enumerate(self.tcp.thread_pool.get_all_loops()):
+                loop.queue_in_loop(partial(attach, loop, home=i == 0))
         self.loop.run_every(self.guard.sweep_interval, self.guard.sweep)
         self.loop.run_every(RETRY_RELEASES_EVERY, self._retry_releases)
         self.loop.run_every(RECORD_MIDS_EVERY, self._record_mids)

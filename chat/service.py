@@ -269,7 +269,7 @@ class ChatService(AccountHandlers):
 
         handoff.done = done
         session.suspended = True  # before the handoff: a closed bus settles it at once
-        self.router.hand_off(handoff)
+        self.router.hand_off(handoff, conn)
         handing[0] = False  # settled from now on means after this handler returned
 
     # -- shutdown --------------------------------------------------------------

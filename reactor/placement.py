@@ -4,14 +4,20 @@ Theory of operation
 -------------------
 A new connection goes to the pool's next loop, round robin. Later the
 application may say whom a connection talks to (``TcpConnection.talks_to``,
-the only hook it has); after ``FOLLOW_AFTER`` messages in a row from one
-connection to connections of one other loop, :meth:`Placement.hint` moves
-one of the two so that one thread serves the conversation and a message
-between them needs no hop. Only the end with the higher ``serial`` acts, so
-two ends never swap loops at once. The mover joins its peer's loop, or
-brings the peer to its own, as long as the loop it fills stays under
-``ROOF`` times the average load: conversations gather without piling every
-connection onto one thread.
+the hook for a peer connection); after ``FOLLOW_AFTER`` messages in a row
+from one connection to connections of one other loop, :meth:`Placement.hint`
+moves one of the two so that one thread serves the conversation and a
+message between them needs no hop. Only the end with the higher ``serial``
+acts, so two ends never swap loops at once. The mover joins its peer's
+loop, or brings the peer to its own, as long as the loop it fills stays
+under ``ROOF`` times the average load: conversations gather without piling
+every connection onto one thread.
+
+What a connection talks to may also be something a loop serves that is not
+a connection and cannot move (``talks_to_loop``: a cluster's bus, whose
+messages from other servers one loop reads). After ``FOLLOW_AFTER`` sends
+in a row to it, :meth:`Placement.hint_loop` moves the connection to that
+loop, with no roof (its docstring says why).
 
 Thread contract: :meth:`Placement.hint` runs in the loop thread of the
 connection that sent; each connection's streak is touched only by its
@@ -64,6 +70,27 @@ class Placement:
             return
         self._streaks.pop(conn, None)
         self._gather(conn, peer)
+
+    def hint_loop(self, conn: TcpConnection, loop: EventLoop) -> None:
+        """``conn`` just sent something ``loop`` serves. ``conn``'s loop thread only.
+
+        After ``FOLLOW_AFTER`` such sends in a row, ``conn`` moves there,
+        whatever that loop's load: what it talks to cannot move, and under
+        turns one loop at a time runs anyway, so a loop that gathers every
+        connection talking to it costs no parallelism and saves the hand-over
+        of the turn between the loops a message would otherwise cross.
+        """
+        if loop is conn.loop or loop not in self._pool.get_all_loops():
+            if self._streaks:
+                self._streaks.pop(conn, None)
+            return
+        streak_loop, streak = self._streaks.get(conn, (None, 0))
+        streak = streak + 1 if streak_loop is loop else 1
+        if streak < FOLLOW_AFTER:
+            self._streaks[conn] = (loop, streak)
+            return
+        self._streaks.pop(conn, None)
+        conn.move_to(loop)
 
     def forget(self, conn: TcpConnection) -> None:
         """Drop what is known of a closed connection. Safe from any thread."""

@@ -485,6 +485,19 @@ class TcpConnection:
         if placement is not None:
             placement.hint(self, peer)
 
+    def talks_to_loop(self, loop: EventLoop) -> None:
+        """Hint: this connection just sent a message to something that ``loop``
+        serves (not a connection: a cluster's bus, say). Loop thread only.
+
+        The placement may move the connection there (reactor/placement.py);
+        without one it does nothing.
+        """
+        if CHECK_OWNER:
+            self.loop.assert_in_loop_thread()
+        placement = self._placement
+        if placement is not None:
+            placement.hint_loop(self, loop)
+
     # ---------------------------------------------------------- event handlers
     def _handle_events(self, mask: int) -> None:
         # The selector key's data while output is queued; when only reading

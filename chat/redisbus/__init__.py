@@ -18,12 +18,13 @@ Names in Redis (docs/cluster.md has the full contract):
 
 Threads:
 
-- A *loop thread* that ``attach_loop`` was called in subscribes the users
-  whose logins run in it on a connection of its own and reads it like its
-  sockets (`LoopSubscriptions`, chat/redisbus/loopsub.py, which says how
-  the guarantees below hold there too): a message from another server is
-  written to its recipient without waking another thread.  ``unsubscribe``
-  finds the connection that holds the user.
+- The *home loop* (``attach_loop(loop, home=True)``, the pool's first)
+  subscribes every user who logs in on a connection of its own and reads it
+  like its sockets (`LoopSubscriptions`, chat/redisbus/loopsub.py, which
+  says why and how the guarantees below hold there too): a message from
+  another server is written to its recipient without waking another
+  thread, once the reactor has moved the recipient's connection there
+  (``home_loop``).  ``unsubscribe`` finds the connection that holds the user.
 - The *subscriber thread* alone owns the PubSub connection of
   ``chat:cluster``, the wake channel and users subscribed outside a loop
   (redis-py's PubSub is not thread-safe).  ``subscribe``/``unsubscribe``
@@ -177,9 +178,10 @@ class RedisBus:
         self._out_lock = threading.Lock()  # orders hand_off against close
         self._publishing = False  # the publisher thread runs (under _out_lock)
         self._publisher_thread: threading.Thread | None = None
-        self._local = threading.local()  # .round, .subs: the loop thread's (attach_loop)
-        self._subs: list[LoopSubscriptions] = []  # every loop's (under _lock)
-        self._holders: dict[int, LoopSubscriptions] = {}  # whose loop holds a user (_lock)
+        self._local = threading.local()  # .round: the loop thread's (attach_loop)
+        self.home_loop: object | None = None  # the loop of _home
+        self._home: LoopSubscriptions | None = None  # users subscribed in a loop
+        self._held_home: set[int] = set()  # users subscribed on _home (under _lock)
 
     # -- Bus -------------------------------------------------------------------
 
@@ -199,18 +201,21 @@ class RedisBus:
                                                   daemon=True)
         self._publisher_thread.start()
 
-    def attach_loop(self, loop: LoopHooks) -> None:
+    def attach_loop(self, loop: LoopHooks, home: bool = False) -> None:
         """Called in ``loop``'s thread: what this thread hands off from now on is
         published at the end of the loop's round, on a connection of the loop's
         own whose replies the loop reads as it reads its sockets (`LoopRound`),
-        instead of by the publisher thread.  Without our own connections (see
-        `RawPublisher`) it does nothing."""
-        if self._raw is not None:
-            self._local.round = LoopRound(self, loop, self._raw)
-            subs = LoopSubscriptions(self, loop, self._raw.address, self._raw.setup)
-            self._local.subs = subs
-            with self._lock:
-                self._subs.append(subs)
+        instead of by the publisher thread.  ``home``: this loop also
+        subscribes every user that logs in on any loop from now on, on another
+        connection of its own that it reads (`LoopSubscriptions`), and is the
+        ``home_loop`` that connections handing chat off are moved to.  Without
+        our own connections (see `RawPublisher`) it does nothing."""
+        if self._raw is None:
+            return
+        self._local.round = LoopRound(self, loop, self._raw)
+        if home and self._home is None:
+            self._home = LoopSubscriptions(self, loop, self._raw.address, self._raw.setup)
+            self.home_loop = loop
 
     def hand_off(self, handoff: Handoff) -> None:
         """Publish ``handoff`` at the end of this loop's round (``attach_loop``) or
@@ -236,16 +241,16 @@ class RedisBus:
     def subscribe(self, user_id: int) -> None:
         """Hold ``user_id`` here; returns once Redis confirmed it (or is unreachable).
 
-        In a loop thread (``attach_loop``) on the loop's own connection, which
-        that loop reads (`LoopSubscriptions`); elsewhere on the subscriber
+        On the home loop's connection once there is one (``attach_loop``),
+        which that loop reads (`LoopSubscriptions`); before, on the subscriber
         thread's."""
-        subs: LoopSubscriptions | None = getattr(self._local, "subs", None)
-        if subs is None:
+        home = self._home
+        if home is None:
             self._request("subscribe", [user_id])
             return
         with self._lock:
-            self._holders[user_id] = subs
-        subs.subscribe(user_id, SUBSCRIBE_WAIT)
+            self._held_home.add(user_id)
+        home.subscribe(user_id, SUBSCRIBE_WAIT)
 
     def unsubscribe(self, user_id: int) -> None:
         """Stop holding ``user_id``; returns once Redis confirmed it (or is unreachable)."""
@@ -256,18 +261,19 @@ class RedisBus:
         self._unsubscribe(user_ids, SHUTDOWN_UNSUBSCRIBE_WAIT)
 
     def _unsubscribe(self, user_ids: list[int], wait: float) -> None:
-        """Each user from the connection that holds it: a loop's or the subscriber's."""
-        by_loop: dict[LoopSubscriptions, list[int]] = {}
+        """Each user from the connection that holds it: the home loop's or the
+        subscriber thread's."""
+        at_home: list[int] = []
         elsewhere: list[int] = []
         with self._lock:
             for user_id in user_ids:
-                subs = self._holders.pop(user_id, None)
-                if subs is None:
-                    elsewhere.append(user_id)
+                if user_id in self._held_home:
+                    self._held_home.discard(user_id)
+                    at_home.append(user_id)
                 else:
-                    by_loop.setdefault(subs, []).append(user_id)
-        for subs, users in by_loop.items():
-            subs.unsubscribe(users, wait)
+                    elsewhere.append(user_id)
+        if at_home and self._home is not None:
+            self._home.unsubscribe(at_home, wait)
         self._request("unsubscribe", elsewhere, wait)
 
     def _request(self, kind: str, user_ids: list[int], wait: float = SUBSCRIBE_WAIT) -> None:
@@ -342,14 +348,12 @@ class RedisBus:
             self._unflushed.difference_update(user_ids)  # a flush follows every message stored
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once the subscriber thread is connected and subscribed, and every
-        loop's subscribing connection is up (the health check and the
+        """True once the subscriber thread is connected and subscribed, and the
+        home loop's subscribing connection is up (the health check and the
         ``chat_redis_up`` gauge ask with a timeout of 0)."""
         if not self._ready.wait(timeout):
             return False
-        with self._lock:
-            subs_all = list(self._subs)
-        return all(subs.connected for subs in subs_all)
+        return self._home is None or self._home.connected
 
     def is_alive(self, server_id: str) -> bool:
         """False only if Redis says for sure that ``server_id`` stopped beating.
@@ -379,10 +383,8 @@ class RedisBus:
             self._publisher_thread.join(CLOSE_WAIT)
         self._stop.set()
         self._wake()
-        with self._lock:
-            subs_all = list(self._subs)
-        for subs in subs_all:
-            subs.close()
+        if self._home is not None:
+            self._home.close()
         for thread in self._threads:
             thread.join(2.0)
         try:
@@ -703,7 +705,7 @@ class RedisBus:
             if channel == CLUSTER_CHANNEL:
                 if data == FLUSH_ALL:
                     with self._lock:
-                        held = list(self._holders)
+                        held = list(self._held_home)
                     self._flush_users(list(self._users) + held)
                 return
             user_id = _user_of(channel)

@@ -1,26 +1,32 @@
-"""A loop's own subscriptions: chat from other servers read by the loop that holds its users.
+"""The home loop's subscriptions: chat from other servers read by a reactor loop.
 
 Why
 ---
 With one subscriber thread, a message from another server woke two threads
 here: the subscriber read it and posted it to the recipient's loop, which
-woke to write it.  A loop that subscribes its own users' channels on a
-connection of its own (`LoopSubscriptions`), and watches that connection as
-it watches its clients, reads the message and writes it in one wake-up, in
-the thread that owns the recipient's connection (unless the connection moved
-since its login; then the router posts it on, as before).
+woke to write it.  One loop of the pool, the *home loop*, subscribes the
+channel of every user who logs in (on any loop) on a connection of its own
+(`LoopSubscriptions`) and watches that connection as it watches its
+clients.  The connections that keep handing chat to the bus are moved
+there by the reactor's placement (``talks_to_loop``), so for them the
+message is read and written in one thread and one wake-up; for the others
+the router posts it on to their loop, as the subscriber thread did.  One
+loop rather than each: under the loops' turn only one runs at a time, and
+a cross-server message that met a turn hand-over on each of two servers
+cost users on two servers at ``-t 4`` two thirds of their rate.
 
 The guarantees of the subscriber thread (``chat.redisbus``) hold here too:
 
 - ``subscribe`` returns once Redis confirmed the subscription, so a login's
   fetch of its stored messages cannot miss one that a sender stored because
-  nobody took it (the sender's ``flush`` now reaches us).  The login runs in
-  this loop's thread, which is also the only reader of the connection, so
-  the wait reads the connection itself; what else it reads is kept, in
-  order, and handled once the login's handler returned, before anything
-  read later.  Handled inside the login, a ``flush`` for the user would
-  send its stored messages before the login ack, and the login would send
-  them again (the soak found that).
+  nobody took it (the sender's ``flush`` now reaches us).  A login on
+  another loop waits for the home loop to read the confirmation; a login
+  on the home loop, the only reader of the connection, reads it itself, and
+  what else it reads is kept, in order, and handled once the login's
+  handler returned, before anything read later.  Handled inside the
+  login, a ``flush`` for the user would send its stored messages before
+  the login ack, and the login would send them again (the soak found
+  that).
 - ``unsubscribe`` (from any thread: the releasing thread, shutdown) returns
   once Redis confirmed it, and the loop handles replies in order, so every
   message Redis sent for the user before that was handled first (stored,
@@ -66,11 +72,10 @@ _SUBSCRIBE, _UNSUBSCRIBE, _MESSAGE = b"subscribe", b"unsubscribe", b"message"
 
 
 class LoopSubscriptions:
-    """The users whose logins ran in one loop: their channels, on the loop's own
-    connection, read by the loop.
+    """Users' channels on a connection of one loop's own, read by that loop.
 
-    ``subscribe`` and everything that reads or reconnects run in the loop's
-    thread; ``unsubscribe`` and ``close`` from any thread.
+    ``subscribe``, ``unsubscribe`` and ``close`` from any thread; everything
+    that reads or reconnects runs in the loop's thread.
     """
 
     def __init__(self, bus: RedisBus, loop: LoopHooks, address: tuple[str, int],
@@ -121,12 +126,10 @@ class LoopSubscriptions:
             self._release_waiters()
         self._loop.run_after(0, lambda: self._drop(None))
 
-    # -- the loop's thread ----------------------------------------------------------
-
     def subscribe(self, user_id: int, wait: float) -> None:
         """Hold ``user_id`` here; returns once Redis confirmed it, at most ``wait``
         seconds later (at once while the connection is down: the next one
-        subscribes and flushes it)."""
+        subscribes and flushes it).  Any thread."""
         channel = user_channel(user_id).encode()
         done = threading.Event()
         with self._lock:
@@ -136,6 +139,8 @@ class LoopSubscriptions:
             self._waiters.setdefault((_SUBSCRIBE, channel), []).append(done)
             self._send(command(b"SUBSCRIBE", channel))
         self._await([done], time.monotonic() + wait, "subscribe", holding=True)
+
+    # -- the loop's thread, but for _await and _send ---------------------------------
 
     def _await(self, events: list[threading.Event], deadline: float, kind: str,
                holding: bool) -> None:

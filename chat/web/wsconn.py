@@ -89,6 +89,9 @@ class WebSocketConnection:
     def talks_to(self, peer: Any) -> None:
         self.tcp.talks_to(peer.tcp if isinstance(peer, WebSocketConnection) else peer)
 
+    def talks_to_loop(self, loop: Any) -> None:
+        self.tcp.talks_to_loop(loop)
+
     def set_write_complete_callback(self, cb: Callable[[Any], None] | None) -> None:
         if cb is None:
             self.tcp.set_write_complete_callback(None)

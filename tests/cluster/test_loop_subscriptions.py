@@ -1,7 +1,7 @@
-"""A loop subscribes the channels of the users who logged in on it, and reads them.
+"""The home loop subscribes the channel of every user who logs in, and reads it.
 
 chat/redisbus/loopsub.py: a message from another server is handed on in the
-loop's own thread (no subscriber thread in between), with the subscriber
+home loop's own thread (no subscriber thread in between), with the subscriber
 thread's guarantees: ``subscribe`` returns once Redis confirmed it (what
 came meanwhile is handled after the login's handler, not inside it),
 ``unsubscribe`` once every message before its confirmation was handed on, a
@@ -64,7 +64,7 @@ class Setup:
         assert self.bus.wait_connected(10)
         self.thread = EventLoopThread("io")
         self.loop: EventLoop = self.thread.start_loop()
-        self.in_loop(lambda: self.bus.attach_loop(self.loop))
+        self.in_loop(lambda: self.bus.attach_loop(self.loop, home=True))
         self.client = redis_py.Redis.from_url(redis.url)
 
     def in_loop(self, fn: Callable[[], T]) -> T:
@@ -172,7 +172,7 @@ def test_reconnecting_never_holds_the_loop_up_for_the_connect_timeout(setup: Set
     hang.listen(0)
     filler = socket.create_connection(hang.getsockname())  # the next connect hangs
     try:
-        subs = setup.in_loop(lambda: setup.bus._local.subs)
+        subs = setup.bus._home
         subs._address = hang.getsockname()
         started = time.monotonic()
         setup.in_loop(subs._reconnect)
@@ -230,10 +230,34 @@ def test_servers_with_no_loop_but_the_main_one_chat_across_and_leave_cleanly(
 
 def test_the_bus_is_connected_only_while_every_loops_connection_is(setup: Setup) -> None:
     assert setup.bus.wait_connected(0)
-    subs = setup.in_loop(lambda: setup.bus._local.subs)
+    subs = setup.bus._home
     subs._closed = True  # no reconnection: the state stays for the test to see
 
     def drop() -> None:
         subs._drop(None)
     setup.in_loop(drop)
     assert not setup.bus.wait_connected(0)  # the health check and chat_redis_up say so
+
+
+def test_a_login_on_another_loop_is_subscribed_on_the_home_loop_and_read_there(
+        setup: Setup) -> None:
+    other = EventLoopThread("io-other")
+    other_loop = other.start_loop()
+    try:
+        done = threading.Event()
+
+        def login_there() -> None:
+            setup.bus.attach_loop(other_loop)  # a loop of the pool, not the home one
+            setup.bus.subscribe(53)
+            done.set()
+        other_loop.queue_in_loop(login_there)
+        assert done.wait(10)
+        assert setup.subscribers(53) == 1  # confirmed before subscribe returned
+        setup.client.publish(user_channel(53), b"to 53")
+        setup.rec.wait(lambda: len(setup.rec.items) == 1)
+        assert setup.rec.items[0][2] == setup.in_loop(threading.get_ident)  # the home loop
+        assert setup.bus.home_loop is setup.loop
+        setup.bus.unsubscribe(53)
+        assert setup.subscribers(53) == 0
+    finally:
+        other.stop(5)

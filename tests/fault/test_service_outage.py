@@ -71,6 +71,9 @@ class FakeConn:
     def talks_to(self, peer: Any) -> None:
         pass
 
+    def talks_to_loop(self, loop: Any) -> None:
+        pass
+
     def shutdown(self) -> None:
         pass
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from reactor import Buffer, EventLoop, TcpConnection, TcpServer, blocking
-from reactor.placement import FOLLOW_AFTER
+from reactor.placement import FOLLOW_AFTER, ROOF
 
 from .conftest import WAIT, ServerFactory, call_in_loop
 from .test_tcpserver import ConnTracker, connect, recv_exact
@@ -316,6 +316,40 @@ def test_talks_to_brings_the_peer_when_its_loop_is_full(make_server: ServerFacto
         assert t.loops() == (t.second, t.second)
         for sock in idle:
             sock.close()
+
+
+def test_talks_to_loop_brings_the_connection_to_that_loop_however_full_it_is(
+        make_server: ServerFactory) -> None:
+    """What a loop serves that is not a connection (a cluster's bus) cannot move:
+    the connection that keeps talking to it does, past the roof."""
+    home: list[EventLoop] = []
+
+    def talk_to_home(conn: TcpConnection, buf: Buffer, _t: float) -> None:
+        conn.send(buf.retrieve_all())
+        conn.talks_to_loop(home[0])
+
+    server, tracker = serve_tracked(make_server, 2, talk_to_home)
+    first, second = server.thread_pool.get_all_loops()
+    home.append(first)
+    idle = [connect(server) for _ in range(9)]  # so that the next one is second's
+    try:
+        for extra in tracker.wait_up(9):
+            extra.move_to(first)  # crowd the home loop far past ROOF
+        settle(first, second, first)
+        with connect(server) as sock:
+            (conn,) = [c for c in tracker.wait_up(10) if c.loop is not first]
+            for n in range(FOLLOW_AFTER):
+                settle(second, first)
+                assert conn.loop is second, n  # not before FOLLOW_AFTER sends
+                sock.sendall(b"x")
+                assert recv_exact(sock, 1) == b"x"
+            settle(second, first)
+            assert conn.loop is first
+            assert first.registered_count() > ROOF * (first.registered_count()
+                                                     + second.registered_count()) / 2
+    finally:
+        for s in idle:
+            s.close()
 
 
 def test_talks_to_moves_nothing_without_a_placer() -> None:

@@ -36,6 +36,7 @@ OWNER_ONLY: dict[str, Call] = {
     "_adopt": lambda c, p, o: c._adopt(),
     "_unregister": lambda c, p, o: c._unregister(),
     "talks_to": lambda c, p, o: c.talks_to(p),
+    "talks_to_loop": lambda c, p, o: c.talks_to_loop(o),
     "set_tcp_no_delay": lambda c, p, o: c.set_tcp_no_delay(False),
 }
 
