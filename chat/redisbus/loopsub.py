@@ -11,9 +11,11 @@ clients.  The connections that keep handing chat to the bus are moved
 there by the reactor's placement (``talks_to_loop``), so for them the
 message is read and written in one thread and one wake-up; for the others
 the router posts it on to their loop, as the subscriber thread did.  One
-loop rather than each: under the loops' turn only one runs at a time, and
-a cross-server message that met a turn hand-over on each of two servers
-cost users on two servers at ``-t 4`` two thirds of their rate.
+loop rather than each loop its own users: under the loops' turn only one
+runs at a time, and a message that crossed two servers waited for a turn
+hand-over among the loops on each (users on two servers at ``-t 4`` got
+0.37x the rate of users on one that way, 0.68x with one home loop;
+benchmarks/README.md).
 
 The guarantees of the subscriber thread (``chat.redisbus``) hold here too:
 
