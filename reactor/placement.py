@@ -51,6 +51,7 @@ class Placement:
         # connection -> (the other loop it sends to, sends in a row); only the
         # connections in the middle of a streak have an entry.
         self._streaks: dict[TcpConnection, tuple[EventLoop, int]] = {}
+        self._pool_loops: frozenset[EventLoop] | None = None
 
     def loop_for_new(self) -> EventLoop:
         """The loop that serves a new connection. The pool's base loop thread only."""
@@ -80,7 +81,7 @@ class Placement:
         connection talking to it costs no parallelism and saves the hand-over
         of the turn between the loops a message would otherwise cross.
         """
-        if loop is conn.loop or loop not in self._pool.get_all_loops():
+        if loop is conn.loop or loop not in self._loops():
             if self._streaks:
                 self._streaks.pop(conn, None)
             return
@@ -91,6 +92,12 @@ class Placement:
             return
         self._streaks.pop(conn, None)
         conn.move_to(loop)
+
+    def _loops(self) -> frozenset[EventLoop]:
+        """The pool's loops (fixed once it started, as it has when hints come)."""
+        if self._pool_loops is None:
+            self._pool_loops = frozenset(self._pool.get_all_loops())
+        return self._pool_loops
 
     def forget(self, conn: TcpConnection) -> None:
         """Drop what is known of a closed connection. Safe from any thread."""
