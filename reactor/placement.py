@@ -63,14 +63,8 @@ class Placement:
         if there is conn.loop or peer.serial > conn.serial:
             if self._streaks:
                 self._streaks.pop(conn, None)
-            return
-        streak_loop, streak = self._streaks.get(conn, (None, 0))
-        streak = streak + 1 if streak_loop is there else 1
-        if streak < FOLLOW_AFTER:
-            self._streaks[conn] = (there, streak)
-            return
-        self._streaks.pop(conn, None)
-        self._gather(conn, peer)
+        elif self._streak_ends(conn, there):
+            self._gather(conn, peer)
 
     def hint_loop(self, conn: TcpConnection, loop: EventLoop) -> None:
         """``conn`` just sent something ``loop`` serves. ``conn``'s loop thread only.
@@ -84,14 +78,19 @@ class Placement:
         if loop is conn.loop or loop not in self._loops():
             if self._streaks:
                 self._streaks.pop(conn, None)
-            return
+        elif self._streak_ends(conn, loop):
+            conn.move_to(loop)
+
+    def _streak_ends(self, conn: TcpConnection, there: EventLoop) -> bool:
+        """Count a send from ``conn`` to ``there``; True at ``FOLLOW_AFTER`` in a
+        row (and the streak starts over)."""
         streak_loop, streak = self._streaks.get(conn, (None, 0))
-        streak = streak + 1 if streak_loop is loop else 1
+        streak = streak + 1 if streak_loop is there else 1
         if streak < FOLLOW_AFTER:
-            self._streaks[conn] = (loop, streak)
-            return
+            self._streaks[conn] = (there, streak)
+            return False
         self._streaks.pop(conn, None)
-        conn.move_to(loop)
+        return True
 
     def _loops(self) -> frozenset[EventLoop]:
         """The pool's loops (fixed once it started, as it has when hints come)."""
