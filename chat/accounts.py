@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cached_property
 
 import orjson
 
 from chat import metrics
 from chat.limits import AddressBuckets, FailureThrottle
 from chat.names import BadName, check_name
-from chat.outbox import PUSH_LIMIT, Caps, Entry, Outbox
+from chat.outbox import PUSH_LIMIT, Caps, Entry, KeepUnstored, Outbox, Receipts, StoreLive
 from chat.presence import Presence
 from chat.protocol import BadField, Errno, Message, MsgId, opt_int, opt_str, req_int, req_str
 from chat.requests import RequestFailed, RequestPipeline, host_of
@@ -113,15 +114,22 @@ class AccountHandlers(RequestPipeline):
         outbox.start_backlog(stored)
 
     def _outbox(self, conn: Connection, session: Session, user_id: int, acking: bool) -> Outbox:
+        caps, store_live, receipts, keep_unstored = self._outbox_shared
+        return Outbox(user_id, acking, session.terminator, conn.send, conn.queued_bytes,
+                      self.store, store_live, receipts, caps, keep_unstored)
+
+    @cached_property
+    def _outbox_shared(self) -> tuple[Caps, StoreLive, Receipts, KeepUnstored]:
+        """What every login's outbox shares, made once (a bound method or a Caps
+        made per login would cost every logged-in user its own copy)."""
         limits = self.limits
         # Under half the high-water mark: the outbox alone never makes a client
         # look like a slow reader (guards.py); what does not fit waits in storage.
         caps = Caps(window=limits.ack_window, keep=limits.max_offline,
                     keep_bytes=limits.max_offline_bytes,
                     push_limit=min(PUSH_LIMIT, limits.high_water_mark // 2))
-        return Outbox(user_id, acking, session.terminator, conn.send, conn.queued_bytes,
-                      self.store, self.router.store_offline, self.router.send_receipts, caps,
-                      self.router.keep_unstored)
+        router = self.router
+        return caps, router.store_offline, router.send_receipts, router.keep_unstored
 
     def _login_ack(self, outbox: Outbox, user_id: int, name: str) -> tuple[Message, int]:
         """The login ack, and how many stored messages are left to page out after it.

@@ -182,8 +182,11 @@ class RequestPipeline:
         except Exception:
             self._bug(conn, session, msg)
         session.suspended = False
-        waiting, session.waiting = session.waiting, []
-        held, session.held = bytes(session.held), bytearray()
+        waiting, held = session.waiting, b""
+        if waiting:  # a new list and buffer only when used: a login keeps them
+            session.waiting = []
+        if session.held:
+            held, session.held = bytes(session.held), bytearray()
         self._serve(conn, session, waiting)
         if held and session.closing_since is None:
             self.on_data(conn, session, held)
