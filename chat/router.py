@@ -113,6 +113,13 @@ class Router:
         with self._lock:
             self._unstored.setdefault(user_id, []).extend(payloads)
 
+    def _take_unstored(self, items: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """What ``keep_unstored`` kept for the users of ``items``, taken out."""
+        with self._lock:
+            kept = [(uid, self._unstored.pop(uid)) for uid in dict.fromkeys(u for u, _ in items)
+                    if uid in self._unstored]
+        return [(uid, payload) for uid, payloads in kept for payload in payloads]
+
     def store_unstored(self, user_id: int) -> None:
         """Store what ``keep_unstored`` kept for the user; StoreUnavailable keeps it."""
         with self._lock:
@@ -332,9 +339,25 @@ class Router:
             self.store_offline([(user_id, entry.payload)])  # another login by now
 
     def store_offline(self, items: list[tuple[int, bytes]]) -> None:
-        dropped = self.store.store_offline_many(
-            [(uid, payload.decode()) for uid, payload in items], keep=self.max_offline,
-            keep_bytes=self.max_offline_bytes)
+        """Store ``items`` offline, in order; StoreUnavailable stores none of them.
+
+        What ``keep_unstored`` kept for one of their users goes first, so a
+        newer message for the user never overtakes one the database could
+        not take a moment ago.
+        """
+        kept = self._take_unstored(items) if self._unstored else []
+        try:
+            dropped = self.store.store_offline_many(
+                [(uid, payload.decode()) for uid, payload in kept + items],
+                keep=self.max_offline, keep_bytes=self.max_offline_bytes)
+        except StoreUnavailable:
+            for uid, payload in reversed(kept):
+                with self._lock:
+                    self._unstored.setdefault(uid, []).insert(0, payload)
+            raise
+        if kept:
+            log.info("%d message(s) kept in memory are stored now, ahead of newer ones",
+                     len(kept))
         metrics.DELIVERED.inc("stored", len(items))
         if dropped:
             self.caps_hit(dropped)

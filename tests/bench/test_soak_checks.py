@@ -75,3 +75,24 @@ def test_a_message_redis_gave_the_killed_server_a_moment_after_the_kill_is_in_fl
     assert check(ledger)["in_flight_at_kill"] == 1
     late.t_send = late.t_reply = 2.9  # Redis had long seen the subscription go
     assert check(ledger)["lost"] == 1
+
+
+def stored_late_during_a_database_outage(how: str) -> Ledger:
+    """Bob read 1, 3, then 2; 2 was sent while MariaDB was stopped and came ``how``."""
+    ledger = ledger_of([(1, 101, 1), (3, 103, 1), (2, 102, 1)])
+    late = ledger.received[BOB][2]
+    ledger.received[BOB][2] = Received(late.sender, late.counter, late.t, how, late.mid,
+                                       late.login, repeat=late.repeat)
+    ledger.faults += [{"kind": "stop-mysql", "t": 1.5}, {"kind": "mysql-restarted", "t": 2.5}]
+    return ledger
+
+
+def test_a_message_kept_in_memory_in_a_database_outage_and_stored_late_is_counted_apart(
+        ) -> None:
+    r = check(stored_late_during_a_database_outage("stored"))
+    assert r["ok"] and r["order_violations"] == 0 and r["order_violations_storage_outage"] == 1
+
+
+def test_a_live_message_late_in_a_database_outage_still_fails() -> None:
+    r = check(stored_late_during_a_database_outage("live"))
+    assert not r["ok"] and r["order_violations"] == 1

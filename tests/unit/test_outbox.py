@@ -8,7 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from chat.bus import LocalBus
 from chat.outbox import Caps, Entry, Outbox
+from chat.router import Router
 from chat.store import Store, StoreUnavailable, open_store
 
 USER = 7
@@ -178,3 +180,16 @@ def test_an_entry_from_the_bus_keeps_its_bytes_and_refuses_what_is_not_a_json_ob
     for bad in (b'{"msg":"\xff"}', b"[1,2]", b"not json", b""):
         with pytest.raises(ValueError):
             Entry.from_payload(0, bad)
+
+
+def test_a_message_kept_in_memory_is_stored_before_a_newer_one_for_its_user(
+        store: Store) -> None:
+    """The soak's order check found a newer message stored ahead of one that a
+    login, closing while the database was down, had kept in memory."""
+    router = Router(store, LocalBus(), None, None)
+    router.keep_unstored(USER, [orjson.dumps({"msgid": 5, "mid": 1})])
+    router.store_offline([(USER + 1, orjson.dumps({"msgid": 5, "mid": 9})),
+                          (USER, orjson.dumps({"msgid": 5, "mid": 2}))])
+    assert [orjson.loads(t)["mid"] for _, t in store.offline_page(USER, 10)] == [1, 2]
+    router.store_unstored(USER)  # nothing was left behind to store twice
+    assert len(store.offline_page(USER, 10)) == 2
