@@ -279,14 +279,7 @@ def _redis_outages(ledger: Ledger) -> list[tuple[float, float]]:
     From the kill until the restarted Redis is surely seen by every server
     (subscriber backoff at most 2 s, heartbeat 1.5 s) plus a margin.
     """
-    out, start = [], None
-    for f in ledger.faults:
-        if f["kind"] == "kill-redis":
-            start = f["t"]
-        elif f["kind"] == "redis-restarted" and start is not None:
-            out.append((start, f["t"] + REDIS_SETTLE))
-            start = None
-    return out
+    return _windows(ledger, "kill-redis", "redis-restarted", REDIS_SETTLE)
 
 
 def _storage_outages(ledger: Ledger) -> list[tuple[float, float]]:
@@ -296,12 +289,17 @@ def _storage_outages(ledger: Ledger) -> list[tuple[float, float]]:
 
     From the stop until the retried logouts are surely through, plus a margin.
     """
+    return _windows(ledger, "stop-mysql", "mysql-restarted", STORAGE_SETTLE)
+
+
+def _windows(ledger: Ledger, begins: str, ends: str, settle: float) -> list[tuple[float, float]]:
+    """From each fault ``begins`` to the next ``ends``, plus ``settle`` seconds."""
     out, start = [], None
     for f in ledger.faults:
-        if f["kind"] == "stop-mysql":
+        if f["kind"] == begins:
             start = f["t"]
-        elif f["kind"] == "mysql-restarted" and start is not None:
-            out.append((start, f["t"] + STORAGE_SETTLE))
+        elif f["kind"] == ends and start is not None:
+            out.append((start, f["t"] + settle))
             start = None
     return out
 

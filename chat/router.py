@@ -120,6 +120,15 @@ class Router:
                     if uid in self._unstored]
         return [(uid, payload) for uid, payloads in kept for payload in payloads]
 
+    def _keep_ahead(self, items: list[tuple[int, bytes]]) -> None:
+        """Give back what ``_take_unstored`` took, ahead of anything kept since."""
+        mine: dict[int, list[bytes]] = {}
+        for uid, payload in items:
+            mine.setdefault(uid, []).append(payload)
+        with self._lock:
+            for uid, payloads in mine.items():
+                self._unstored[uid] = payloads + self._unstored.get(uid, [])
+
     def store_unstored(self, user_id: int) -> None:
         """Store what ``keep_unstored`` kept for the user; StoreUnavailable keeps it."""
         with self._lock:
@@ -130,8 +139,7 @@ class Router:
             self.store.store_offline_many([(user_id, p.decode()) for p in payloads],
                                           keep=self.max_offline, keep_bytes=self.max_offline_bytes)
         except StoreUnavailable:
-            with self._lock:
-                self._unstored[user_id] = payloads + self._unstored.get(user_id, [])
+            self._keep_ahead([(user_id, p) for p in payloads])
             raise
         log.info("user %d: %d message(s) kept in memory are stored now", user_id, len(payloads))
 
@@ -351,9 +359,8 @@ class Router:
                 [(uid, payload.decode()) for uid, payload in kept + items],
                 keep=self.max_offline, keep_bytes=self.max_offline_bytes)
         except StoreUnavailable:
-            for uid, payload in reversed(kept):
-                with self._lock:
-                    self._unstored.setdefault(uid, []).insert(0, payload)
+            if kept:
+                self._keep_ahead(kept)
             raise
         if kept:
             log.info("%d message(s) kept in memory are stored now, ahead of newer ones",

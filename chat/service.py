@@ -258,10 +258,10 @@ class ChatService(AccountHandlers):
                          "live": live_here + settled.reached, "stored": settled.stored}
             self._reply(conn, session, msg, reply)
 
-        handing = [True]
+        handing = True  # read by done() when it runs: a closure sees the rebinding below
 
         def done(settled: Handoff) -> None:  # the bus's thread, or this loop's
-            if handing[0] or not conn.owned_here():
+            if handing or not conn.owned_here():
                 session.post(lambda: self._offloaded(conn, session, msg, Outcome(settled),
                                                      landed))
             else:  # settled by this loop's round: no hop through the mailbox
@@ -270,7 +270,7 @@ class ChatService(AccountHandlers):
         handoff.done = done
         session.suspended = True  # before the handoff: a closed bus settles it at once
         self.router.hand_off(handoff, conn)
-        handing[0] = False  # settled from now on means after this handler returned
+        handing = False  # settled from now on means after this handler returned
 
     # -- shutdown --------------------------------------------------------------
 

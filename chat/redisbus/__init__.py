@@ -618,7 +618,7 @@ class RedisBus:
             self._drain_requests(link)
             for kind, channel, data in link.read(POLL, DELIVER_BATCH):
                 user_id = _user_of(channel) if kind == "message" else None
-                if user_id is not None and self._deliver_many is not None:
+                if user_id is not None:
                     batch.append((user_id, None if data == FLUSH else data))
                     continue
                 self._hand_on(batch)  # what came before goes first
@@ -633,8 +633,8 @@ class RedisBus:
                         log.info("redis subscriber ready, %d local user(s)", len(self._users))
                 elif kind == "unsubscribe":
                     self._wake_waiters("unsubscribe", channel)
-                elif kind == "message":
-                    self._on_message(channel, data)
+                elif kind == "message" and channel == CLUSTER_CHANNEL:
+                    self._on_cluster(data)
             self._hand_on(batch)
 
     def _hand_on(self, batch: list[tuple[int, bytes | None]]) -> None:
@@ -700,23 +700,16 @@ class RedisBus:
                 event.set()
         self._waiters.clear()
 
-    def _on_message(self, channel: str, data: bytes) -> None:
+    def _on_cluster(self, data: bytes) -> None:
+        """A message on ``chat:cluster``: ``flush-all`` flushes every user here."""
+        if data != FLUSH_ALL:
+            return
+        with self._lock:
+            held = list(self._held_home)
         try:
-            if channel == CLUSTER_CHANNEL:
-                if data == FLUSH_ALL:
-                    with self._lock:
-                        held = list(self._held_home)
-                    self._flush_users(list(self._users) + held)
-                return
-            user_id = _user_of(channel)
-            if user_id is None:
-                return  # the wake channel
-            if data == FLUSH:
-                self._flush_users([user_id])
-            elif self._deliver is not None:
-                self._deliver(user_id, data)
+            self._flush_users(list(self._users) + held)
         except Exception:
-            log.exception("bug while handling a message on %s", channel)
+            log.exception("bug while flushing every user for flush-all")
 
     def _flush_users(self, user_ids: list[int]) -> None:
         if self._flush is not None:

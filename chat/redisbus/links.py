@@ -89,19 +89,7 @@ class RawPublisher:
         sock, reader = self._sock, self._reader
         assert sock is not None and reader is not None
         sock.sendall(out)
-        got: list[object] = []
-        while len(got) < replies:
-            reply = reader.gets()
-            if reply is False:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("Redis closed the connection")
-                reader.feed(data)
-            elif isinstance(reply, hiredis.ReplyError):
-                raise RedisError(str(reply))
-            else:
-                got.append(reply)
-        return got
+        return [read_reply(sock, reader) for _ in range(replies)]
 
     def close(self) -> None:
         if self._sock is not None:
@@ -240,6 +228,19 @@ def receive(sock: socket.socket) -> bytes | None:
     return data
 
 
+def read_reply(sock: socket.socket, reader: Any) -> object:
+    """The next reply on a blocking ``sock`` (reading as needed); an error reply
+    raises RedisError, a closed connection ConnectionError."""
+    while (reply := reader.gets()) is False:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
+        reader.feed(data)
+    if isinstance(reply, hiredis.ReplyError):
+        raise RedisError(str(reply))
+    return reply
+
+
 def open_connection(address: tuple[str, int], setup: list[bytes],
                     timeout: float) -> tuple[socket.socket, Any]:
     """A connection to Redis (TCP_NODELAY, ``timeout`` on its socket) whose
@@ -252,13 +253,7 @@ def open_connection(address: tuple[str, int], setup: list[bytes],
         if setup:
             sock.sendall(b"".join(setup))
             for _ in setup:
-                while (reply := reader.gets()) is False:
-                    data = sock.recv(65536)
-                    if not data:
-                        raise ConnectionError("Redis closed the connection")
-                    reader.feed(data)
-                if isinstance(reply, hiredis.ReplyError):
-                    raise RedisError(str(reply))
+                read_reply(sock, reader)
     except BaseException:
         sock.close()
         raise

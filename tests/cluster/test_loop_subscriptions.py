@@ -149,7 +149,7 @@ def test_a_lost_connection_comes_back_subscribed_and_flushes_its_users(setup: Se
     setup.rec.wait(lambda: any(p == b"again" for _, p, _ in setup.rec.items))
 
 
-def test_flush_all_reaches_the_users_of_every_loop(setup: Setup) -> None:
+def test_flush_all_reaches_the_users_of_the_home_loop(setup: Setup) -> None:
     setup.in_loop(lambda: setup.bus.subscribe(44))
     setup.client.publish(CLUSTER_CHANNEL, FLUSH_ALL)
     setup.rec.wait(lambda: 44 in setup.rec.flushed)
