@@ -109,7 +109,7 @@ class Outbox:
         self._inflight_bytes = 0
         self._cheap_limit = caps.push_limit // 4
         self._cursor = 0  # the last stored row sent in this paging episode
-        self._undeleted: list[int] = []  # confirmed rows whose delete failed: retried
+        self._undeleted: tuple[int, ...] = ()  # confirmed rows whose delete failed: retried
         self._terminator = terminator
         self._send = send
         self._queued = queued
@@ -291,15 +291,16 @@ class Outbox:
             self._cursor = 0
 
     def _forget_stored(self, rows: list[int]) -> None:
-        rows = self._undeleted + rows
+        if self._undeleted:
+            rows = [*self._undeleted, *rows]
         if not rows:
             return
         try:
             self._store.delete_offline(self.user_id, rows)
-            self._undeleted = []
+            self._undeleted = ()
         except StoreUnavailable as exc:
             # Delivered but still stored: retried with the next delete or at
             # close, else delivered again at the next login (never lost).
-            self._undeleted = rows
+            self._undeleted = tuple(rows)
             log.warning("user %d: %d delivered message(s) not deleted yet: %s",
                         self.user_id, len(rows), exc)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -75,7 +75,7 @@ class RequestPipeline:
         else:
             self._serve(conn, session, session.decoder.feed(data))
 
-    def _serve(self, conn: Connection, session: Session, items: list[Item]) -> None:
+    def _serve(self, conn: Connection, session: Session, items: Sequence[Item]) -> None:
         for i, item in enumerate(items):
             if type(item) is dict:
                 try:
@@ -85,7 +85,8 @@ class RequestPipeline:
                 if session.closing_since is not None:
                     return  # condemned: the rest of its input is not served
                 if session.suspended:
-                    session.waiting = items[i + 1:]
+                    if i + 1 < len(items):  # a login alone in its read keeps no list
+                        session.waiting = items[i + 1:]
                     return
                 continue
             assert isinstance(item, FrameError)
@@ -144,7 +145,10 @@ class RequestPipeline:
             self._fail(conn, session, msg, Errno.SERVER_ERROR, "storage unavailable, try again")
 
     def _hold(self, conn: Connection, session: Session, data: bytes) -> None:
-        session.held += data
+        if session.held is None:
+            session.held = bytearray(data)
+        else:
+            session.held += data
         if len(session.held) > HELD_FRAMES * self.limits.max_frame:
             session.closing_since = time.monotonic()
             self.warnings.warn("held", "{events} more connections closed for sending too "
@@ -182,14 +186,11 @@ class RequestPipeline:
         except Exception:
             self._bug(conn, session, msg)
         session.suspended = False
-        waiting, held = session.waiting, b""
-        if waiting:  # a new list and buffer only when used: a login keeps them
-            session.waiting = []
-        if session.held:
-            held, session.held = bytes(session.held), bytearray()
+        waiting, held = session.waiting, session.held
+        session.waiting, session.held = (), None
         self._serve(conn, session, waiting)
         if held and session.closing_since is None:
-            self.on_data(conn, session, held)
+            self.on_data(conn, session, bytes(held))
 
     def _bug(self, conn: Connection, session: Session, msg: Message) -> None:
         """A request ended in an exception: log it once, answer errno 9, go on.
@@ -211,8 +212,8 @@ class RequestPipeline:
     def _over_rate(self, conn: Connection, session: Session) -> None:
         """Refuse a request over the rate; a client that keeps on is cut off."""
         session.refused += 1
-        if session.refused == 1 and "rate" not in session.noted:
-            session.noted.add("rate")
+        if session.refused == 1 and not session.rate_noted:
+            session.rate_noted = True
             self.warnings.warn("rate", "{events} more connections went over the request "
                                "rate in the last {seconds} s", conn.name, 1,
                                "%s: over %g requests/s, refusing", conn.name,

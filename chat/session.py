@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,18 +69,23 @@ class Session:
     refused: int = 0  # requests refused for the rate, in a row
     # A request of this connection waits for a worker (chat/workers.py): the
     # frames decoded behind it and the bytes read since wait here, in order.
+    # Both made only when used: an empty list and bytearray, kept by every
+    # idle connection, would cost it 112 bytes.
     suspended: bool = False
-    waiting: list[Any] = field(default_factory=list)
-    held: bytearray = field(default_factory=bytearray)
-    noted: set[str] = field(default_factory=set)  # reasons already logged: one line each
+    waiting: Sequence[Any] = ()
+    held: bytearray | None = None
+    rate_noted: bool = False  # "over the rate" was logged: one line a connection
     opened: float = field(default_factory=time.monotonic)
     # Idle means no complete frame: a trickle of bytes that never ends a frame
     # must not hold a connection open, so only a terminator refreshes this.
-    last_seen: float = field(default_factory=time.monotonic)  # of the last complete frame
-    read_at: float = field(default_factory=time.monotonic)  # of the last read: the rate clock
+    last_seen: float = 0.0  # of the last complete frame; __post_init__ sets it
+    read_at: float = 0.0  # of the last read: the rate clock; __post_init__ sets it
     closing_since: float | None = None  # told to go (idle, full, slow): closed soon
     backlogged_since: float | None = None  # over the high-water mark since then
     outbox: Outbox | None = None  # this login's chat messages on their way out
+
+    def __post_init__(self) -> None:
+        self.last_seen = self.read_at = self.opened  # one float, not three
 
     @property
     def legacy(self) -> bool:

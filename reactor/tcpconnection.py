@@ -135,7 +135,7 @@ class TcpConnection:
         "__dict__", "__weakref__", "_close_cb", "_connection_cb", "_data_cb", "_deferred",
         "_drain_queued", "_flush_cb", "_flush_due", "_high_water_mark", "_high_water_mark_cb",
         "_mail", "_mail_lock", "_message_cb", "_placement", "_registered_in", "_sock", "_state",
-        "_write_complete_cb", "_writing", "context", "input_buffer", "local_address", "loop",
+        "_write_complete_cb", "_writing", "context", "input_buffer", "loop",
         "name", "output_buffer", "peer_address", "serial",
     )
 
@@ -147,7 +147,6 @@ class TcpConnection:
         self.loop = loop
         self.name = name
         self.peer_address = peer_address
-        self.local_address: Any = sock.getsockname()
         self.context: Any = None
         self.input_buffer = Buffer()
         self.output_buffer = Buffer()
@@ -169,8 +168,9 @@ class TcpConnection:
         self._high_water_mark_cb: HighWaterMarkCallback | None = None
         self._close_cb: CloseCallback = _noop_close
         self._placement: Placement | None = None  # talks_to is a no-op without one
-        # Created by the first post: an empty deque takes 760 bytes, and most
-        # connections never hear from another thread.
+        # Made by a post and dropped once drained: a deque takes 760 bytes,
+        # and most connections hear from another thread only now and then
+        # (a login's password check, say).
         self._mail: deque[Callable[[], None]] | None = None
         self._mail_lock = threading.Lock()
         self._drain_queued = False  # the drain token is out; guarded by _mail_lock
@@ -195,6 +195,15 @@ class TcpConnection:
     def socket(self) -> socket.socket:
         """The underlying socket; only touch it in the loop thread."""
         return self._sock
+
+    @property
+    def local_address(self) -> Any:
+        """The socket's own address, asked of the kernel (OSError once closed).
+
+        Not kept: the tuple would cost every connection 145 bytes, and hardly
+        anybody asks.
+        """
+        return self._sock.getsockname()
 
     # -------------------------------------------------------------- callbacks
     def set_connection_callback(self, cb: ConnectionCallback) -> None:
@@ -429,6 +438,7 @@ class TcpConnection:
                 return  # moved: _adopt drains the rest in the new owner's thread
         with lock:
             if not mail:
+                self._mail = None
                 self._drain_queued = False
                 return
         # Queued meanwhile: on the loop's next round, as with queue_in_loop,

@@ -329,7 +329,7 @@ class TcpServer:
         name = f"{self.name}-{peer[0]}:{peer[1]}#{serial}"
         try:
             conn = TcpConnection(io_loop, name, sock, peer, serial)
-        except OSError as exc:  # the peer is already gone (getsockname failed)
+        except OSError as exc:  # the socket is unusable already
             logger.info("%s: dropped at accept: %s", name, exc)
             sock.close()
             return
