@@ -268,13 +268,15 @@ def start_target(target: str, relay: str | None, new_session: bool = True) -> Ta
         extra = [VARIANTS[variant]] if variant else []
         return ChatServerProcess(int(threads[1:]), extra, new_session=new_session).start()
     raise SystemExit(f"unknown target {target!r}: use relay, tN (server with -t N) "
-                     "or tN-noturns, tN-nomoves, tN-nodefer (without one reactor mechanism)")
+                     "or tN-noturns, tN-nomoves, tN-nodefer, tN-roundwrites (without one "
+                     "reactor mechanism)")
 
 
 # The reactor's mechanisms, each switched off by one option (the A/B of
-# benchmarks/README.md): taking turns, gathering talkers, writing after the round.
+# benchmarks/README.md): taking turns, gathering talkers, writing after a batch
+# of handlers, writing every 32 handlers rather than after the whole round.
 VARIANTS = {"": "", "noturns": "--no-turns", "nomoves": "--no-moves",
-            "nodefer": "--no-deferred-writes"}
+            "nodefer": "--no-deferred-writes", "roundwrites": "--write-batch=0"}
 
 
 def describe(target: str) -> str:
@@ -409,7 +411,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_pair_options(p)
     p.add_argument("--targets", default=DEFAULT_TARGETS,
                    help="comma list of relay, tN (server -t N), tN-noturns, tN-nomoves, "
-                        "tN-nodefer (with --no-turns, --no-moves, --no-deferred-writes) and "
+                        "tN-nodefer, tN-roundwrites (with --no-turns, --no-moves, "
+                        "--no-deferred-writes, --write-batch=0) and "
                         f"HOST:PORT[@PID] (a running server); default {DEFAULT_TARGETS}")
     p.add_argument("--relay", default=None,
                    help="path of another relay script taking a PORT argument "

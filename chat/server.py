@@ -68,6 +68,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    default=_switch(env("CHAT_DEFERRED_WRITES", "on")),
                    help="write what a loop round sent after the round, not at each send "
                         "(CHAT_DEFERRED_WRITES=on|off, default on)")
+    p.add_argument("--write-batch", type=int, default=int(env("CHAT_WRITE_BATCH", "32")),
+                   metavar="N",
+                   help="with deferred writes, write what N ready sockets' handlers sent "
+                        "before handling more; 0: after the whole loop round "
+                        "(CHAT_WRITE_BATCH, default 32)")
     p.add_argument("--proxy-protocol", action=argparse.BooleanOptionalAction,
                    default=env("CHAT_PROXY_PROTOCOL", "off").lower() in ("on", "1", "yes", "true"),
                    help="every connection starts with a PROXY v1/v2 header (nginx's "
@@ -100,6 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.log_format not in ("text", "json"):  # argparse checks choices, not defaults
         p.error(f"CHAT_LOG_FORMAT must be text or json, not {args.log_format!r}")
+    if args.write_batch < 0:
+        p.error(f"--write-batch must be 0 or more, not {args.write_batch}")
     return args
 
 
@@ -139,6 +146,7 @@ class ChatServer:
             self.tcp.set_take_turns(False)
         self.tcp.set_moves(args.moves)
         self.tcp.set_deferred_writes(args.deferred_writes)
+        self.tcp.set_write_batch(args.write_batch)
         self.tcp.set_connection_callback(self.on_connection)
         self.tcp.set_data_callback(self.on_data)
         host, port = self.tcp.address[:2]

@@ -12,22 +12,25 @@ States: CONNECTING -> CONNECTED -> (DISCONNECTING) -> DISCONNECTED.
   closes the socket.
 * Writing: ``send_in_loop`` appends to ``output_buffer`` and asks the loop
   to ``_flush`` the connection before it polls again
-  (``EventLoop.call_before_poll``), so what one round of handlers sends a
-  connection leaves in one ``send``, after the round, as Redis writes its
+  (``EventLoop.call_before_poll``), so what a batch of handlers (the round,
+  or 32 of its handlers in a longer round: ``WRITE_BATCH``) sends a
+  connection leaves in one ``send`` after the batch, as Redis writes its
   replies before it sleeps. Where muduo writes at once, a round serving
   ~80 ready sockets woke the waiting peers every few messages; written
-  after the round, a peer woken by its first message finds most of the
+  after the batch, a peer woken by its first message finds most of the
   others there too, and the chat ping-pong benchmark got cheaper on both
-  sides (see benchmarks/HISTORY.md). What the kernel does not take waits for
-  EVENT_WRITE, which is removed again as soon as ``handle_write`` drains
-  the buffer: an idle connection costs nothing and a busy one is not woken
-  for writability it does not need. A close or a move first writes what
-  is due (``force_close`` and ``connect_destroyed`` as far as the kernel
-  takes it at once), so no message a handler sent is dropped for being
-  deferred. ``set_deferred_writes(False)`` (the server's
-  ``--no-deferred-writes``) writes at each send instead, as muduo does, to
-  measure what deferring saves; it posts the write-complete callback, since
-  one that sends again from inside the send would recurse.
+  sides (see benchmarks/HISTORY.md); written only at the end of a round of
+  hundreds, each reply left after its data had left the CPU caches. What
+  the kernel does not take waits for EVENT_WRITE, which is removed again
+  as soon as ``handle_write`` drains the buffer: an idle connection costs
+  nothing and a busy one is not woken for writability it does not need. A
+  close or a move first writes what is due (``force_close`` and
+  ``connect_destroyed`` as far as the kernel takes it at once), so no
+  message a handler sent is dropped for being deferred.
+  ``set_deferred_writes(False)`` (the server's ``--no-deferred-writes``)
+  writes at each send instead, as muduo does, to measure what deferring
+  saves; it posts the write-complete callback, since one that sends again
+  from inside the send would recurse.
 * ``shutdown`` half-closes (SHUT_WR) once the output has drained, so queued
   data still reaches the peer; reading continues until the peer closes.
 * Any ``OSError`` on the socket closes this connection only.

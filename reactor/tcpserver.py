@@ -215,6 +215,7 @@ class TcpServer:
         self._take_turns: bool | None = None
         self._moves = True
         self._deferred_writes = True
+        self._write_batch: int | None = None  # None: the loops' own (WRITE_BATCH)
         self._connection_cb: ConnectionCallback = default_connection_callback
         self._message_cb: MessageCallback = default_message_callback
         self._data_cb: DataCallback | None = None
@@ -260,6 +261,14 @@ class TcpServer:
         default) or at each send, as muduo does. Read at each accept."""
         self._deferred_writes = on
 
+    def set_write_batch(self, handlers: int) -> None:
+        """Ready handlers between two writes of what they sent (0: the whole
+        round), in every loop of the pool (``EventLoop.set_write_batch``).
+        Before ``start``."""
+        if handlers < 0:
+            raise ValueError("write batch must be >= 0")
+        self._write_batch = handlers
+
     def set_connection_callback(self, cb: ConnectionCallback) -> None:
         """``cb(conn)`` on establish and teardown (``conn.connected`` tells). Before ``start``."""
         self._connection_cb = cb
@@ -285,6 +294,9 @@ class TcpServer:
         raise_nofile_limit()
         if self._owns_pool:
             self._pool.start(self._num_threads, self._take_turns)
+        if self._write_batch is not None:
+            for loop in {self._loop, *self._pool.get_all_loops()}:
+                loop.set_write_batch(self._write_batch)
         self._loop.run_in_loop(self._acceptor.listen)
 
     def stop_accepting(self) -> None:

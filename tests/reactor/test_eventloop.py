@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -237,3 +239,47 @@ def test_a_withdrawn_before_poll_callback_does_not_run(loop_thread: EventLoop) -
     assert ran == ["round"]
     with pytest.raises(RuntimeError):
         loop_thread.cancel_before_poll(done.set)  # not from another thread
+
+
+@pytest.mark.parametrize(("batch", "expected"), [
+    (2, ["read", "read", "written", "read", "read", "written", "read", "written"]),
+    (0, ["read"] * 5 + ["written"]),
+])
+def test_a_long_round_writes_after_every_batch_of_handlers(
+        batch: int, expected: list[str]) -> None:
+    loop = EventLoop()
+    loop.set_write_batch(batch)
+    pairs = [socket.socketpair() for _ in range(5)]
+    order: list[str] = []
+
+    def flush() -> None:  # what a connection does with what its handlers sent
+        order.append("written")
+
+    def handler(sock: socket.socket) -> Callable[[int], None]:
+        def on_ready(_mask: int) -> None:
+            sock.recv(16)
+            order.append("read")
+            if flush not in loop._before_poll:  # one flush a batch, as a connection asks
+                loop.call_before_poll(flush)
+        return on_ready
+
+    try:
+        for ours, theirs in pairs:
+            loop.register(ours, selectors.EVENT_READ, handler(ours))
+            theirs.send(b"x")
+        loop._run_once()  # all five are ready: one round
+        assert order == expected
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+        loop.close()
+
+
+def test_a_write_batch_below_zero_is_refused() -> None:
+    loop = EventLoop()
+    try:
+        with pytest.raises(ValueError):
+            loop.set_write_batch(-1)
+    finally:
+        loop.close()

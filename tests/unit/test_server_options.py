@@ -1,4 +1,4 @@
-"""Server options that are not limits: the turns switch and its variable."""
+"""Server options that are not limits: the reactor's switches and their variables."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def test_proxy_protocol_flag_and_variable(monkeypatch: pytest.MonkeyPatch, value
     assert parse_args([]).proxy_protocol is expected
     assert parse_args(["--proxy-protocol"]).proxy_protocol is True
     assert parse_args(["--no-proxy-protocol"]).proxy_protocol is False
+
+
+def test_write_batch_option_variable_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAT_WRITE_BATCH", raising=False)
+    assert parse_args([]).write_batch == 32
+    assert parse_args(["--write-batch", "0"]).write_batch == 0
+    monkeypatch.setenv("CHAT_WRITE_BATCH", "8")
+    assert parse_args([]).write_batch == 8
+    with pytest.raises(SystemExit):
+        parse_args(["--write-batch", "-1"])
