@@ -193,3 +193,34 @@ def test_a_message_kept_in_memory_is_stored_before_a_newer_one_for_its_user(
     assert [orjson.loads(t)["mid"] for _, t in store.offline_page(USER, 10)] == [1, 2]
     router.store_unstored(USER)  # nothing was left behind to store twice
     assert len(store.offline_page(USER, 10)) == 2
+
+
+class _Refusing:
+    """The store, refusing offline messages while ``down`` (the database's outage)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def store_offline_many(self, *args: object, **kwargs: object) -> object:
+        if self.down:
+            raise StoreUnavailable("simulated outage")
+        return self._store.store_offline_many(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_what_was_kept_stays_ahead_when_storing_it_fails_again(store: Store) -> None:
+    refusing = _Refusing(store)
+    router = Router(refusing, LocalBus(), None, None)  # type: ignore[arg-type]
+    def frame(mid: int) -> bytes:
+        return orjson.dumps({"msgid": 5, "mid": mid})
+
+    router.keep_unstored(USER, [frame(1)])
+    with pytest.raises(StoreUnavailable):
+        router.store_offline([(USER, frame(2))])  # 2 is refused (its sender is told so)
+    router.keep_unstored(USER, [frame(3)])  # kept meanwhile: after 1, not before it
+    refusing.down = False
+    router.store_offline([(USER, frame(4))])
+    assert [orjson.loads(t)["mid"] for _, t in store.offline_page(USER, 10)] == [1, 3, 4]
