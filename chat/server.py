@@ -66,8 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "reactor/placement.py explains (CHAT_MOVES=on|off, default on)")
     p.add_argument("--deferred-writes", action=argparse.BooleanOptionalAction,
                    default=_switch(env("CHAT_DEFERRED_WRITES", "on")),
-                   help="write what a loop round sent after the round, not at each send "
-                        "(CHAT_DEFERRED_WRITES=on|off, default on)")
+                   help="write what a batch of handlers sent after the batch (see "
+                        "--write-batch), not at each send (CHAT_DEFERRED_WRITES=on|off, "
+                        "default on)")
     p.add_argument("--write-batch", type=int, default=int(env("CHAT_WRITE_BATCH", "32")),
                    metavar="N",
                    help="with deferred writes, write what N ready sockets' handlers sent "

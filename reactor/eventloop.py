@@ -80,9 +80,10 @@ RECV_BUFFER_SIZE = 65536  # the most one read takes (under glibc's mmap threshol
 # Ready handlers between two runs of the before-poll callbacks (the writes).
 # A round of 1,000 busy ping-pong pairs reads some 800 sockets; written only
 # at its end, each reply went out after the bytes it answered and the socket's
-# state had left the CPU caches. Every 32 handlers costs 16% less CPU per
-# message there and the same at 100 pairs (benchmarks/README.md), and what one
-# handler sends a connection still leaves in one write.
+# state had left the CPU caches. Every 32 handlers, 1,000 pairs went 6% (one
+# loop) and 15% (four) faster, at 6% and 11% less CPU per message, and 100
+# pairs the same (benchmarks/README.md); what one handler sends a connection
+# still leaves in one write.
 WRITE_BATCH = 32
 # select() timeout when no timer is armed: long, since wakeups are explicit.
 _IDLE_POLL_SECONDS = 10.0
