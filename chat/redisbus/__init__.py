@@ -48,9 +48,10 @@ Threads:
   ``suspended``, as for a password hash): the reply follows, then the
   connection's later frames.  A loop thread that ``attach_loop`` was called
   in publishes its handoffs itself, as a *round* (`LoopRound`): before it polls
-  again it writes ONE pipeline on a Redis connection of its own and goes
-  on; the loop watches that connection as it watches its clients, and when
-  a pipeline's replies are all in, it settles them.  Any other thread's
+  again it writes ONE pipeline on a Redis connection of its own (opened on
+  a thread, never in the loop) and goes on; the loop watches that
+  connection as it watches its clients, and when a pipeline's replies are
+  all in, it settles them.  Any other thread's
   handoffs go to the *publisher thread*, which does the same with one
   pipeline at a time (it waits for each).  The rules, for both:
 

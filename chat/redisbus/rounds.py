@@ -85,9 +85,11 @@ class LoopRound:
     message for one of its recipients go.  A connection that fails or has not
     answered within ``PUBLISH_TIMEOUT`` fails everything in flight, as a failed
     pipeline does (stored, ``_unflushed``, the circuit opens); the next round
-    connects again, on a thread of its own (what waits is sent once it is
-    done, or stored if it fails), so a Redis host that stopped answering
-    never holds the loop up for the connect timeout.  Loop thread only.
+    connects again.  Every connection, the first (made as the round is, when
+    the loop is attached) included, is made on a thread of its own (what
+    waits is sent once it is done, or stored if it fails), so a Redis host
+    that does not answer never holds the loop up for the connect timeout.
+    Loop thread only.
     """
 
     def __init__(self, bus: RedisBus, loop: LoopHooks, raw: RawPublisher) -> None:
@@ -104,8 +106,8 @@ class LoopRound:
         self._got: list[object] = []  # the oldest pipeline's replies so far
         self._due = False  # a _send is queued before the next poll
         self._timer = False  # a timeout check is armed
-        self._connected_once = False  # later connections are made off the loop
         self._connecting = False
+        self._connect_elsewhere()
 
     def add(self, handoff: Handoff) -> None:
         self._pending.extend((handoff, i) for i in range(len(handoff.items)))
@@ -120,8 +122,7 @@ class LoopRound:
         self._due = False
         if not self._pending:
             return
-        if self._sock is None and self._connected_once and \
-                time.monotonic() >= self._bus._circuit_until:
+        if self._sock is None and time.monotonic() >= self._bus._circuit_until:
             self._connect_elsewhere()  # what is pending waits for it, the loop does not
             return
         batch, self._pending = one_per_user(self._pending, self._busy)
@@ -137,11 +138,10 @@ class LoopRound:
             if self._pending:
                 self._schedule()
             return
+        sock = self._sock
+        assert sock is not None  # else the circuit is open and nothing is sent
         try:
-            if self._sock is None:
-                self._connect()
-            assert self._sock is not None
-            self._sock.sendall(pack_publish(messages))
+            sock.sendall(pack_publish(messages))
         except (OSError, RedisError) as exc:
             self._drop(exc)
             bus._broke(f"pipelined publish of {len(messages)}", exc)
@@ -158,17 +158,11 @@ class LoopRound:
         if self._pending and len(batch) >= PIPELINE_MAX:
             self._schedule()
 
-    def _connect(self) -> None:
-        """The first connection, in the loop's thread: a healthy Redis answers at once."""
-        with self._bus._blocking():
-            sock, reader = open_connection(self._address, self._setup, PUBLISH_TIMEOUT)
-        self._adopt(sock, reader)
-
     def _connect_elsewhere(self) -> None:
-        """Connect again on a thread of its own: an address that does not answer
-        (a host gone, not a refused port) would hold the loop up for the connect
-        timeout at every try.  Done, the loop sends what waited, or, failed,
-        stores it (the circuit is open)."""
+        """Connect on a thread of its own: an address that does not answer (a
+        host gone, not a refused port) would hold the loop up for the connect
+        timeout.  Done, the loop sends what waited, or, failed, stores it (the
+        circuit is open)."""
         if self._connecting:
             return
         self._connecting = True
@@ -184,18 +178,14 @@ class LoopRound:
 
     def _adopted(self, sock: socket.socket, reader: Any) -> None:
         self._connecting = False
-        self._adopt(sock, reader)
+        self._sock, self._reader = sock, reader
+        self._loop.register(sock, selectors.EVENT_READ, self._replies)
         self._schedule()
 
     def _not_connected(self, exc: BaseException) -> None:
         self._connecting = False
         self._bus._broke("connecting to publish", exc)
         self._schedule()
-
-    def _adopt(self, sock: socket.socket, reader: Any) -> None:
-        self._connected_once = True
-        self._sock, self._reader = sock, reader
-        self._loop.register(sock, selectors.EVENT_READ, self._replies)
 
     def _replies(self, _mask: int) -> None:
         """The loop: Redis answered; settle every pipeline whose replies are all in."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -158,7 +159,17 @@ def round_bus(redis: RedisServer,
     bus._settle = lambda missed: log.append(("stored", [p for _, _, p in missed]))
     loop = FakeLoop()
     assert bus._raw is not None
-    return bus, LoopRound(bus, loop, bus._raw), loop
+    rnd = LoopRound(bus, loop, bus._raw)
+    connected(rnd, loop)
+    return bus, rnd, loop
+
+
+def connected(rnd: LoopRound, loop: FakeLoop) -> None:
+    """Run the loop until the round's connection, made on a thread, is in."""
+    deadline = time.monotonic() + 5
+    while rnd._sock is None:
+        assert time.monotonic() < deadline, "the round did not connect"
+        loop.poll(0.01)
 
 
 def test_the_loop_round_settles_a_recipient_before_sending_it_more(redis: RedisServer) -> None:
@@ -217,12 +228,41 @@ def test_the_loop_round_stores_what_a_stalled_redis_does_not_answer(redis: Redis
         os.kill(redis.process.pid, signal.SIGCONT)
 
 
+def test_the_loop_round_connects_off_the_loop_the_first_time_too(redis: RedisServer) -> None:
+    log: list[tuple[str, Any]] = []
+    bus = RedisBus(redis.url, "round")
+    bus._settle = lambda missed: log.append(("stored", [p for _, _, p in missed]))
+    assert bus._raw is not None
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(0)
+    filler = socket.create_connection(hang.getsockname())  # a connect here hangs
+    try:
+        loop = FakeLoop()
+        started = time.monotonic()
+        raw = SimpleNamespace(address=hang.getsockname(), setup=bus._raw.setup)
+        rnd = LoopRound(bus, loop, raw)  # type: ignore[arg-type]
+        done: list[Handoff] = []
+        rnd.add(Handoff([(1, b"first")], done.append))
+        loop.end_round()
+        assert time.monotonic() - started < PUBLISH_TIMEOUT / 2  # the loop went on
+        assert not done  # the message waits for the connection
+        while not done:  # the connect times out: stored
+            loop.poll(0.1)
+            loop.end_round()
+            assert time.monotonic() - started < 5
+        assert log == [("stored", [b"first"])]
+    finally:
+        filler.close()
+        hang.close()
+
+
 def test_the_loop_round_connects_again_off_the_loop(redis: RedisServer) -> None:
     log: list[tuple[str, Any]] = []
     bus, rnd, loop = round_bus(redis, log)
     done: list[Handoff] = []
     rnd.add(Handoff([(1, b"first")], done.append))
-    loop.end_round()  # the first connection, made in the loop: Redis answers at once
+    loop.end_round()
     while not done:
         loop.poll(1)
     hang = socket.socket()
@@ -315,6 +355,7 @@ def test_the_own_connections_authenticate_and_select_the_database(redis: RedisSe
     assert sender._raw is not None
     rnd = LoopRound(sender, loop, sender._raw)
     try:
+        connected(rnd, loop)
         assert holder.wait_connected(5)  # the subscriber authenticated
         holder.subscribe(3)
         done: list[Handoff] = []
