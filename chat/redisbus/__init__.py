@@ -349,12 +349,14 @@ class RedisBus:
             self._unflushed.difference_update(user_ids)  # a flush follows every message stored
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once the subscriber thread is connected and subscribed, and the
-        home loop's subscribing connection is up (the health check and the
-        ``chat_redis_up`` gauge ask with a timeout of 0)."""
+        """Whether, within ``timeout`` seconds, the subscriber thread is connected
+        and subscribed and the home loop's subscribing connection is up (the
+        health check and the ``chat_redis_up`` gauge ask with a timeout of 0)."""
+        deadline = time.monotonic() + timeout
         if not self._ready.wait(timeout):
             return False
-        return self._home is None or self._home.connected
+        home = self._home
+        return home is None or home.wait_connected(max(0.0, deadline - time.monotonic()))
 
     def is_alive(self, server_id: str) -> bool:
         """False only if Redis says for sure that ``server_id`` stopped beating.

@@ -76,8 +76,9 @@ _SUBSCRIBE, _UNSUBSCRIBE, _MESSAGE = b"subscribe", b"unsubscribe", b"message"
 class LoopSubscriptions:
     """Users' channels on a connection of one loop's own, read by that loop.
 
-    ``subscribe``, ``unsubscribe`` and ``close`` from any thread; everything
-    that reads or reconnects runs in the loop's thread.
+    ``subscribe``, ``unsubscribe``, ``wait_connected`` and ``close`` from any
+    thread; everything that reads runs in the loop's thread, and every
+    connection, the first included, is made on a thread of its own.
     """
 
     def __init__(self, bus: RedisBus, loop: LoopHooks, address: tuple[str, int],
@@ -90,6 +91,7 @@ class LoopSubscriptions:
         self._users: set[int] = set()  # subscribed here, or to be once connected
         self._waiters: dict[tuple[bytes, bytes], list[threading.Event]] = {}
         self._sock: socket.socket | None = None
+        self._up = threading.Event()  # set while _sock is
         self._reader: Any = None
         self._heard = self._pinged = 0.0
         # Read while a login waited for its subscription, handled after it.
@@ -97,7 +99,7 @@ class LoopSubscriptions:
         self._held_due = False
         self._backoff = BACKOFF_MIN
         self._closed = False
-        self._connect()
+        self._reconnect()
         loop.run_after(HEALTH_EVERY, self._health)
 
     # -- any thread ---------------------------------------------------------------
@@ -120,6 +122,10 @@ class LoopSubscriptions:
     def connected(self) -> bool:
         """Whether the connection is up (a racy snapshot)."""
         return self._sock is not None
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Whether the connection is up, or comes up within ``timeout`` seconds."""
+        return self._up.wait(timeout)
 
     def close(self) -> None:
         """Stop reconnecting; the connection is closed in the loop's thread."""
@@ -203,21 +209,10 @@ class LoopSubscriptions:
             except OSError:
                 pass
 
-    def _connect(self) -> None:
-        """Connect in this thread (the first time, from ``attach_loop``)."""
-        if self._closed:
-            return
-        try:
-            with self._bus._blocking():
-                opened = open_connection(self._address, self._setup, SUB_CONNECT_TIMEOUT)
-        except (OSError, RedisError) as exc:
-            self._failed_to_connect(exc)
-            return
-        self._adopt(*opened)
-
     def _reconnect(self) -> None:
-        """The loop's timer: connect on a thread of its own, so that an address
-        that does not answer never holds the loop up for the connect timeout."""
+        """Connect on a thread of its own (at first, then from the loop's timer),
+        so that an address that does not answer never holds the loop up for
+        the connect timeout."""
         if not self._closed:
             threading.Thread(target=self._open, name="redis-sub-connect", daemon=True).start()
 
@@ -248,6 +243,7 @@ class LoopSubscriptions:
         self._loop.register(sock, selectors.EVENT_READ, self._on_readable)
         with self._lock:
             self._sock = sock
+            self._up.set()
             users = list(self._users)
             if users:
                 self._send(command(b"SUBSCRIBE", *(user_channel(u) for u in users)))
@@ -358,6 +354,7 @@ class LoopSubscriptions:
         """The connection is gone: nobody waits for it; connect again (unless closed)."""
         with self._lock:
             sock, self._sock, self._reader = self._sock, None, None
+            self._up.clear()
             self._release_waiters()
         if sock is None:
             return  # dropped already: one reconnection at a time

@@ -23,6 +23,7 @@ import redis as redis_py
 from chat.protocol import MsgId
 from chat.redisbus import SHUTDOWN_UNSUBSCRIBE_WAIT, RedisBus
 from chat.redisbus.links import SUB_CONNECT_TIMEOUT
+from chat.redisbus.loopsub import LoopSubscriptions
 from chat.redisbus.names import CLUSTER_CHANNEL, FLUSH_ALL, user_channel
 from reactor import EventLoop, EventLoopThread
 from tests.cluster.conftest import Cluster, start_server
@@ -65,6 +66,7 @@ class Setup:
         self.thread = EventLoopThread("io")
         self.loop: EventLoop = self.thread.start_loop()
         self.in_loop(lambda: self.bus.attach_loop(self.loop, home=True))
+        assert self.bus.wait_connected(10)  # the home connection, made on a thread
         self.client = redis_py.Redis.from_url(redis.url)
 
     def in_loop(self, fn: Callable[[], T]) -> T:
@@ -184,6 +186,26 @@ def test_reconnecting_never_holds_the_loop_up_for_the_connect_timeout(setup: Set
         started = time.monotonic()
         setup.in_loop(subs._reconnect)
         assert time.monotonic() - started < SUB_CONNECT_TIMEOUT / 2  # connecting elsewhere
+    finally:
+        filler.close()
+        hang.close()
+
+
+def test_the_first_connection_is_made_off_the_loop_too(setup: Setup) -> None:
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(0)
+    filler = socket.create_connection(hang.getsockname())  # a connect here hangs
+    try:
+        started = time.monotonic()
+        subs = setup.in_loop(lambda: LoopSubscriptions(
+            setup.bus, setup.loop, hang.getsockname(), []))
+        assert time.monotonic() - started < SUB_CONNECT_TIMEOUT / 2  # the loop went on
+        assert not subs.wait_connected(0)
+        started = time.monotonic()
+        setup.in_loop(lambda: subs.subscribe(53, 5.0))  # down: held, not waited for
+        assert time.monotonic() - started < SUB_CONNECT_TIMEOUT / 2
+        subs.close()
     finally:
         filler.close()
         hang.close()
