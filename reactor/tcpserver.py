@@ -339,12 +339,7 @@ class TcpServer:
         serial = self._next_conn_id
         self._next_conn_id += 1
         name = f"{self.name}-{peer[0]}:{peer[1]}#{serial}"
-        try:
-            conn = TcpConnection(io_loop, name, sock, peer, serial)
-        except OSError as exc:  # the socket is unusable already
-            logger.info("%s: dropped at accept: %s", name, exc)
-            sock.close()
-            return
+        conn = TcpConnection(io_loop, name, sock, peer, serial)
         conn.set_connection_callback(self._connection_cb)
         conn.set_message_callback(self._message_cb)
         conn.set_data_callback(self._data_cb)

@@ -16,7 +16,10 @@ other URL the bus uses redis-py (``PubSubLink``, redis-py pipelines).
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import redis
@@ -258,6 +261,24 @@ def open_connection(address: tuple[str, int], setup: list[bytes],
         sock.close()
         raise
     return sock, reader
+
+
+def connect_off_loop(run_after: Callable[[float, Callable[[], None]], object],
+                     address: tuple[str, int], setup: list[bytes], timeout: float,
+                     opened: Callable[[socket.socket, Any], None],
+                     failed: Callable[[BaseException], None], name: str) -> None:
+    """``open_connection`` on a thread of its own, then ``opened(sock, reader)``
+    or ``failed(exc)`` in the loop's thread (``run_after`` is the loop's): an
+    address that does not answer (a host gone, not a refused port) would
+    hold a loop up for the connect timeout."""
+    def connect() -> None:
+        try:
+            sock, reader = open_connection(address, setup, timeout)
+        except (OSError, RedisError) as exc:  # cleared at the block's end: bound now
+            run_after(0, partial(failed, exc))
+            return
+        run_after(0, partial(opened, sock, reader))
+    threading.Thread(target=connect, name=name, daemon=True).start()
 
 
 def command(*args: str | bytes) -> bytes:

@@ -48,7 +48,6 @@ import selectors
 import socket
 import threading
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -58,7 +57,7 @@ from chat.redisbus.links import (
     SUB_CONNECT_TIMEOUT,
     SUB_TIMEOUT,
     command,
-    open_connection,
+    connect_off_loop,
     receive,
 )
 from chat.redisbus.names import FLUSH, user_channel, user_of
@@ -99,7 +98,7 @@ class LoopSubscriptions:
         self._held_due = False
         self._backoff = BACKOFF_MIN
         self._closed = False
-        self._reconnect()
+        self._connect()
         loop.run_after(HEALTH_EVERY, self._health)
 
     # -- any thread ---------------------------------------------------------------
@@ -117,11 +116,6 @@ class LoopSubscriptions:
                 self._waiters.setdefault((_UNSUBSCRIBE, channel), []).append(done)
             self._send(command(b"UNSUBSCRIBE", *channels))
         self._await(events, time.monotonic() + wait, "unsubscribe", holding=False)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the connection is up (a racy snapshot)."""
-        return self._sock is not None
 
     def wait_connected(self, timeout: float) -> bool:
         """Whether the connection is up, or comes up within ``timeout`` seconds."""
@@ -209,25 +203,20 @@ class LoopSubscriptions:
             except OSError:
                 pass
 
-    def _reconnect(self) -> None:
-        """Connect on a thread of its own (at first, then from the loop's timer),
-        so that an address that does not answer never holds the loop up for
-        the connect timeout."""
+    def _connect(self) -> None:
+        """Connect on a thread of its own: at first, then after a failure."""
         if not self._closed:
-            threading.Thread(target=self._open, name="redis-sub-connect", daemon=True).start()
-
-    def _open(self) -> None:
-        try:
-            sock, reader = open_connection(self._address, self._setup, SUB_CONNECT_TIMEOUT)
-        except (OSError, RedisError) as exc:
-            self._loop.run_after(0, partial(self._failed_to_connect, exc))
-            return
-        self._loop.run_after(0, partial(self._adopt, sock, reader))
+            connect_off_loop(self._loop.run_after, self._address, self._setup,
+                             SUB_CONNECT_TIMEOUT, self._adopt, self._failed_to_connect,
+                             "redis-sub-connect")
 
     def _failed_to_connect(self, exc: BaseException) -> None:
         if self._backoff == BACKOFF_MIN:
             log.warning("redis subscription connection failed: %s; retrying", exc)
-        self._loop.run_after(self._backoff, self._reconnect)
+        self._connect_later()
+
+    def _connect_later(self) -> None:
+        self._loop.run_after(self._backoff, self._connect)
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
     def _adopt(self, sock: socket.socket, reader: Any) -> None:
@@ -366,8 +355,7 @@ class LoopSubscriptions:
         if exc is None or self._closed:
             return
         log.warning("redis subscription connection lost: %s; reconnecting", exc)
-        self._loop.run_after(self._backoff, self._reconnect)
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        self._connect_later()
 
     def _release_waiters(self) -> None:
         """Lock held: nobody waits for a connection that is gone (the next one flushes)."""

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import selectors
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
 from chat import metrics
 from chat.bus import Handoff
-from chat.redisbus.links import RawPublisher, open_connection, pack_publish, receive
+from chat.redisbus.links import RawPublisher, connect_off_loop, pack_publish, receive
 
 if TYPE_CHECKING:
     from chat.redisbus import RedisBus
@@ -159,22 +157,13 @@ class LoopRound:
             self._schedule()
 
     def _connect_elsewhere(self) -> None:
-        """Connect on a thread of its own: an address that does not answer (a
-        host gone, not a refused port) would hold the loop up for the connect
-        timeout.  Done, the loop sends what waited, or, failed, stores it (the
-        circuit is open)."""
+        """Connect on a thread of its own; done, the loop sends what waited,
+        or, failed, stores it (the circuit is open)."""
         if self._connecting:
             return
         self._connecting = True
-        threading.Thread(target=self._open, name="redis-pub-connect", daemon=True).start()
-
-    def _open(self) -> None:
-        try:
-            sock, reader = open_connection(self._address, self._setup, PUBLISH_TIMEOUT)
-        except (OSError, RedisError) as exc:
-            self._loop.run_after(0, partial(self._not_connected, exc))
-            return
-        self._loop.run_after(0, partial(self._adopted, sock, reader))
+        connect_off_loop(self._loop.run_after, self._address, self._setup, PUBLISH_TIMEOUT,
+                         self._adopted, self._not_connected, "redis-pub-connect")
 
     def _adopted(self, sock: socket.socket, reader: Any) -> None:
         self._connecting = False

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from chat.bus import Handoff
 from chat.redisbus import RedisBus
 from chat.redisbus.rounds import PIPELINE_MAX, PUBLISH_TIMEOUT, LoopRound, one_per_user
 from tests.support.redis_server import RedisServer
+from tests.support.silent import unanswered_address
 
 
 def queued(*users: int) -> deque[tuple[Handoff, int]]:
@@ -233,14 +233,10 @@ def test_the_loop_round_connects_off_the_loop_the_first_time_too(redis: RedisSer
     bus = RedisBus(redis.url, "round")
     bus._settle = lambda missed: log.append(("stored", [p for _, _, p in missed]))
     assert bus._raw is not None
-    hang = socket.socket()
-    hang.bind(("127.0.0.1", 0))
-    hang.listen(0)
-    filler = socket.create_connection(hang.getsockname())  # a connect here hangs
-    try:
+    with unanswered_address() as address:
         loop = FakeLoop()
         started = time.monotonic()
-        raw = SimpleNamespace(address=hang.getsockname(), setup=bus._raw.setup)
+        raw = SimpleNamespace(address=address, setup=bus._raw.setup)
         rnd = LoopRound(bus, loop, raw)  # type: ignore[arg-type]
         done: list[Handoff] = []
         rnd.add(Handoff([(1, b"first")], done.append))
@@ -252,9 +248,6 @@ def test_the_loop_round_connects_off_the_loop_the_first_time_too(redis: RedisSer
             loop.end_round()
             assert time.monotonic() - started < 5
         assert log == [("stored", [b"first"])]
-    finally:
-        filler.close()
-        hang.close()
 
 
 def test_the_loop_round_connects_again_off_the_loop(redis: RedisServer) -> None:
@@ -265,13 +258,9 @@ def test_the_loop_round_connects_again_off_the_loop(redis: RedisServer) -> None:
     loop.end_round()
     while not done:
         loop.poll(1)
-    hang = socket.socket()
-    hang.bind(("127.0.0.1", 0))
-    hang.listen(0)
-    filler = socket.create_connection(hang.getsockname())  # the next connect hangs
-    try:
+    with unanswered_address() as address:
         rnd._drop(ConnectionError("gone"))
-        rnd._address = hang.getsockname()
+        rnd._address = address
         rnd.add(Handoff([(1, b"later")], done.append))
         started = time.monotonic()
         loop.end_round()
@@ -282,9 +271,6 @@ def test_the_loop_round_connects_again_off_the_loop(redis: RedisServer) -> None:
             loop.end_round()
             assert time.monotonic() - started < 5
         assert log[-1] == ("stored", [b"later"])
-    finally:
-        filler.close()
-        hang.close()
 
 
 def test_close_drains_the_publisher_thread(redis: RedisServer) -> None:

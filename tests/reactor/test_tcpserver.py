@@ -7,6 +7,7 @@ import errno
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -387,3 +388,22 @@ def test_a_data_callback_gets_each_read_and_the_buffer_stays_empty(
         assert recv_exact(sock, 5) == b"AGAIN"
     assert b"".join(reads) == b"helloagain"
     assert buffered == [0] * len(reads)
+
+
+def test_the_write_batch_reaches_every_loop_of_the_pool(loop_thread: EventLoop) -> None:
+    def build() -> TcpServer:
+        server = TcpServer(loop_thread, ("127.0.0.1", 0), "batched")
+        server.set_thread_num(2)
+        server.set_write_batch(0)  # the whole round, as before the batch
+        server.start()
+        return server
+
+    server = call_in_loop(loop_thread, build)
+    try:
+        loops = server.thread_pool.get_all_loops()
+        assert len(loops) == 2
+        assert all(loop._write_batch == sys.maxsize for loop in loops)
+        with pytest.raises(ValueError):
+            server.set_write_batch(-1)
+    finally:
+        call_in_loop(loop_thread, server.stop)
