@@ -13,6 +13,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+import orjson
+
 from chat.names import lookup_form
 
 from .errors import GroupNameTaken, NameTaken, StoreError
@@ -40,6 +42,34 @@ _GROUPS_OF = (
     " JOIN user u ON u.id = m.userid"
     " WHERE me.userid = ? ORDER BY g.id, u.id"
 )
+
+
+# How many of a user's newest stored messages ``store_offline_late`` puts in
+# order with the late ones: the few a sender's server stored while the
+# leaving server's unsubscribe was on its way, with room to spare.
+LATE_TAIL = 128
+
+
+def in_sender_order(texts: list[str]) -> list[str]:
+    """Stored messages with each sender's in ``mid`` order, in the places that
+    sender's messages hold; other senders' messages, and any without an
+    integer ``id`` and ``mid``, stay where they are."""
+    held: dict[int, list[tuple[int, int]]] = {}  # sender: (place, mid) of each
+    for place, text in enumerate(texts):
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if type(msg) is dict:
+            sender, mid = msg.get("id"), msg.get("mid")
+            if type(sender) is int and type(mid) is int:
+                held.setdefault(sender, []).append((place, mid))
+    ordered = list(texts)
+    for places in held.values():
+        for (place, _), (source, _) in zip(places, sorted(places, key=lambda pm: pm[1]),
+                                           strict=True):
+            ordered[place] = texts[source]
+    return ordered
 
 
 class Store:
@@ -251,6 +281,10 @@ class Store:
     # ``offlinebox`` keeps each user's count and total size of stored messages
     # in step with ``offlinemessage``, in the same transactions, so the caps
     # cost one row and never a scan of a backlog that may be 100,000 long.
+    # A transaction that stores for a user adds to the user's box row first,
+    # users in id order: that locks the row (MySQL; SQLite serializes every
+    # writer), so one user's stores take their row ids one transaction after
+    # the other, and ``store_offline_late`` sees every row stored before it.
 
     _INSERT_OFFLINE = "INSERT INTO offlinemessage (userid, message, size) VALUES (?, ?, ?)"
 
@@ -272,15 +306,58 @@ class Store:
             return {}
         rows = [(uid, text, len(text.encode())) for uid, text in items]
 
+        added: dict[int, list[int]] = {}
+        for uid, _, size in rows:
+            count_size = added.setdefault(uid, [0, 0])
+            count_size[0] += 1
+            count_size[1] += size
+
         def work(cur: Cursor) -> dict[int, int]:
+            for uid in sorted(added):
+                self._add_to_box(cur, uid, *added[uid])
             cur.executemany(self._sql(self._INSERT_OFFLINE), rows)
-            added: dict[int, list[int]] = {}
-            for uid, _, size in rows:
-                count_size = added.setdefault(uid, [0, 0])
-                count_size[0] += 1
-                count_size[1] += size
-            dropped = {uid: self._add_to_box(cur, uid, n, size, keep, keep_bytes)
-                       for uid, (n, size) in added.items()}
+            dropped = {uid: self._cap(cur, uid, keep, keep_bytes) for uid in added}
+            return {uid: n for uid, n in dropped.items() if n}
+
+        return self._pool.run(work)
+
+    def store_offline_late(
+        self, items: list[tuple[int, str]], keep: int | None = None,
+        keep_bytes: int | None = None,
+    ) -> dict[int, int]:
+        """``store_offline_many`` for messages that may come after later ones of
+        their senders were stored: each user's last ``LATE_TAIL`` stored messages
+        and these are put in each sender's order.
+
+        For a server that took messages for a user who was leaving it (Redis
+        sent them before its unsubscribe took effect), while the senders'
+        servers, finding nobody subscribed, stored what the senders sent
+        next.  Nobody delivers those rows meanwhile: the user's next login
+        waits for this server's release, which waits for these stores.
+        """
+        if not items:
+            return {}
+        per_user: dict[int, list[str]] = {}
+        for uid, text in items:
+            per_user.setdefault(uid, []).append(text)
+
+        def work(cur: Cursor) -> dict[int, int]:
+            for uid in sorted(per_user):
+                texts = per_user[uid]
+                self._add_to_box(cur, uid, len(texts), sum(len(t.encode()) for t in texts))
+            dropped = {}
+            for uid, texts in per_user.items():
+                tail = self._exec(
+                    cur, "SELECT id, message FROM offlinemessage WHERE userid = ?"
+                    " ORDER BY id DESC LIMIT ?", (uid, LATE_TAIL)).fetchall()[::-1]
+                ordered = in_sender_order([text for _, text in tail] + texts)
+                for (row_id, was), text in zip(tail, ordered, strict=False):
+                    if text != was:
+                        self._exec(cur, "UPDATE offlinemessage SET message = ?, size = ?"
+                                        " WHERE id = ?", (text, len(text.encode()), row_id))
+                for text in ordered[len(tail):]:
+                    self._exec(cur, self._INSERT_OFFLINE, (uid, text, len(text.encode())))
+                dropped[uid] = self._cap(cur, uid, keep, keep_bytes)
             return {uid: n for uid, n in dropped.items() if n}
 
         return self._pool.run(work)
@@ -294,19 +371,23 @@ class Store:
         sizes = [len(text.encode()) for text in messages]
 
         def work(cur: Cursor) -> tuple[list[int], int]:
+            self._add_to_box(cur, user_id, len(messages), sum(sizes))
             ids = []
             for text, size in zip(messages, sizes, strict=True):
                 self._exec(cur, self._INSERT_OFFLINE, (user_id, text, size))
                 ids.append(int(cur.lastrowid))
-            dropped = self._add_to_box(cur, user_id, len(ids), sum(sizes), keep, keep_bytes)
-            return ids, dropped
+            return ids, self._cap(cur, user_id, keep, keep_bytes)
 
         return self._pool.run(work)
 
-    def _add_to_box(self, cur: Cursor, user_id: int, count: int, size: int,
-                    keep: int | None, keep_bytes: int | None) -> int:
+    def _add_to_box(self, cur: Cursor, user_id: int, count: int, size: int) -> None:
+        """Count ``count`` messages of ``size`` bytes more for the user, which
+        locks its box row until the transaction ends."""
         upsert = self._pool.dialect.upsert_adding("offlinebox", "userid", ("messages", "bytes"))
         self._exec(cur, upsert, (user_id, count, size))
+
+    def _cap(self, cur: Cursor, user_id: int, keep: int | None, keep_bytes: int | None) -> int:
+        """Drop the user's oldest messages over the caps; return how many went."""
         if keep is None and keep_bytes is None:
             return 0
         lock = self._pool.dialect.lock_rows

@@ -1,9 +1,11 @@
 import threading
 
+import orjson
 import pytest
 
 from chat.mids import MAX_NODE
 from chat.store import Store, StoreError
+from chat.store.store import in_sender_order
 
 
 def fetch_all(store: Store, user_id: int) -> list[tuple[int, str]]:
@@ -119,3 +121,33 @@ def test_when_every_node_is_taken_the_longest_silent_is_reused(store: Store) -> 
     assert store.claim_node("c", 3000, 100, max_node=2) == (1, 1100)  # a was silent longest
     with pytest.raises(StoreError):
         store.claim_node("d", 2150, 100, max_node=2)  # b recorded an id 50 ms ago
+
+
+def _chat(sender: int, mid: int) -> str:
+    return orjson.dumps({"msgid": 5, "id": sender, "to": 30, "msg": f"{sender}/{mid}",
+                         "mid": mid}).decode()
+
+
+def test_a_late_message_goes_before_what_its_sender_sent_after_it(store: Store) -> None:
+    # Sender 1's 11 and 12 were taken by a server the user was leaving, which
+    # stores them after the sender's server stored 13 and 14 (nobody held the
+    # user by then); sender 2's messages keep their places.
+    store.store_offline_many([(30, _chat(1, 10)), (30, _chat(2, 50)), (30, _chat(1, 13)),
+                              (30, _chat(2, 51)), (30, _chat(1, 14))])
+    assert store.store_offline_late([(30, _chat(1, 11)), (30, _chat(1, 12))]) == {}
+    texts = [orjson.loads(m)["msg"] for _, m in fetch_all(store, 30)]
+    assert texts == ["1/10", "2/50", "1/11", "2/51", "1/12", "1/13", "1/14"]
+    assert store.offline_box(30) == (7, sum(len(m.encode()) for _, m in fetch_all(store, 30)))
+
+
+def test_a_late_message_in_order_is_appended_and_the_caps_hold(store: Store) -> None:
+    store.store_offline_many([(31, _chat(1, 10)), (31, "not json"), (31, _chat(1, 11))])
+    assert store.store_offline_late([(31, _chat(1, 12)), (31, _chat(3, 1))], keep=4) == {31: 1}
+    texts = [m for _, m in fetch_all(store, 31)]
+    assert texts == ["not json", _chat(1, 11), _chat(1, 12), _chat(3, 1)]
+
+
+def test_in_sender_order_moves_only_a_senders_own_messages() -> None:
+    texts = [_chat(1, 3), _chat(2, 9), "{}", _chat(1, 1), _chat(2, 8), _chat(1, 2)]
+    assert in_sender_order(texts) == [_chat(1, 1), _chat(2, 8), "{}", _chat(1, 2),
+                                      _chat(2, 9), _chat(1, 3)]
