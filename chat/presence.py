@@ -39,6 +39,7 @@ from chat.store import Store, StoreUnavailable
 log = logging.getLogger("chat.presence")
 
 RELEASE_WAIT = 3.0  # a login waits this long for a release of the same user here
+LEAVE_WAIT = 10.0  # a release waits this long for the last connection's loop (Router.leave)
 
 
 class Presence:
@@ -122,6 +123,11 @@ class Presence:
             # Before the database says offline: a login elsewhere must find us
             # no longer subscribed, or both would take the user's next message.
             self.bus.unsubscribe(user_id)
+            # What came for the user until then, behind what its connection
+            # had queued, stored in the order it came, before a login elsewhere.
+            if not self.router.leave(user_id, LEAVE_WAIT):
+                log.warning("user %d: messages for its ended login not stored within %.0f s",
+                            user_id, LEAVE_WAIT)
             self.router.store_unstored(user_id)  # before offline: a login elsewhere reads it
             self.store.mark_offline(user_id, self.server_id)
         except StoreUnavailable as exc:

@@ -70,6 +70,10 @@ class Router:
         self._online: dict[int, Connection] = {}
         self._claiming: set[int] = set()  # logins between their checks and ``attach``
         self._releasing: set[int] = set()  # left, their release not done yet (presence)
+        # Left, and until their unsubscribe is confirmed: the connection that
+        # what still comes for them goes to, behind what went there before, so
+        # that its closed outbox stores it all in the order it came (``leave``).
+        self._leaving: dict[int, Connection] = {}
         # Messages a closing login could not store (the database was down), per
         # user: stored before the user's release completes or next login starts.
         self._unstored: dict[int, list[bytes]] = {}
@@ -102,11 +106,32 @@ class Router:
                 return False
             del self._online[user_id]
             self._releasing.add(user_id)
+            self._leaving[user_id] = conn
             return True
+
+    def leave(self, user_id: int, timeout: float) -> bool:
+        """The releasing thread, once nothing more comes for the user from the bus:
+        what its last connection was handed is stored, up to ``timeout`` seconds
+        from now; False if that did not happen in time.
+
+        From the user's ``detach`` until here, what came for it went to that
+        connection, behind what was on its way there before; its closed outbox
+        stores each message (``_store_away``) in that order.  So this server
+        stores a user's messages in the order they reached it, and all of them
+        before its release lets a login elsewhere read them.
+        """
+        done = threading.Event()
+        with self._lock:
+            conn = self._leaving.pop(user_id, None)
+            if conn is None:
+                return True
+            conn.post(done.set)  # under the lock: after everything sent to it for the user
+        return done.wait(timeout)
 
     def released(self, user_id: int) -> None:
         with self._lock:
             self._releasing.discard(user_id)
+            self._leaving.pop(user_id, None)
             self._released.notify_all()
 
     def keep_unstored(self, user_id: int, payloads: list[bytes]) -> None:
@@ -175,15 +200,19 @@ class Router:
         self._lock.acquire()
         try:
             conn = self._online.get(user_id)
+            if conn is None and (last := self._leaving.get(user_id)) is not None:
+                # Stored by the login's last connection, after what it was handed before.
+                last.post(partial(self._into_outbox, last, user_id, entry))
+                return True
         finally:
             self._lock.release()
         if conn is not None:
             if conn.owned_here():  # a conversation in one loop: no hop, no closure
                 outbox = conn.context.outbox
-                if outbox is not None and outbox.user_id == user_id:
-                    outbox.deliver(entry)  # stores it if that login ended meanwhile
-                else:
-                    self.store_offline([(user_id, entry.payload)])  # another login by now
+                if outbox is not None and outbox.user_id == user_id and not outbox.closed:
+                    outbox.deliver(entry)
+                else:  # that login ended meanwhile, or another began
+                    self._store_away([(user_id, entry.payload)])
             else:
                 conn.run(partial(self._into_outbox, conn, user_id, entry))
                 if sender is not None:
@@ -281,8 +310,14 @@ class Router:
         """
         self._lock.acquire()
         try:
-            online = self._online
+            online, leaving = self._online, self._leaving
             conns = [online.get(user_id) for user_id, _ in items]
+            last: set[Connection] = set()  # the last connections of users leaving
+            if leaving:
+                for k, (user_id, _) in enumerate(items):
+                    if conns[k] is None and (conn := leaving.get(user_id)) is not None:
+                        conns[k] = conn
+                        last.add(conn)
         finally:
             self._lock.release()
         per_conn: dict[Connection, list[tuple[int, bytes | None]]] = {}
@@ -297,13 +332,15 @@ class Router:
             elif item[1] is not None and not item[1].startswith(RECEIPT_PREFIX):
                 away.append((item[0], item[1]))
         for conn, ops in per_conn.items():
-            conn.run(partial(self._from_bus, conn, ops))
+            # A leaving user's connection takes them behind what it has queued.
+            (conn.post if conn in last else conn.run)(partial(self._from_bus, conn, ops))
         if away:
             self._store_away(away)
 
     def _from_bus(self, conn: Connection, ops: list[tuple[int, bytes | None]]) -> None:
         """The connection's loop: its part of a batch from the bus, in order."""
         delivered = 0
+        late: list[tuple[int, bytes]] = []  # for a login that ended: stored at once
         for user_id, payload in ops:
             if payload is None:
                 self._kick_outbox(conn, user_id)
@@ -315,15 +352,22 @@ class Router:
                 except ValueError:
                     log.warning("dropped a malformed message for user %d from the bus", user_id)
                     continue
-                self._into_outbox(conn, user_id, entry)
-                delivered += 1
+                outbox = conn.context.outbox
+                if outbox is not None and outbox.user_id == user_id and not outbox.closed:
+                    outbox.deliver(entry)
+                    delivered += 1
+                else:
+                    late.append((user_id, payload))
+        if late:
+            self._store_away(late)
         if delivered:
             metrics.DELIVERED.inc("from_bus", delivered)
 
     def _store_away(self, items: list[tuple[int, bytes]]) -> None:
-        """Bus thread: messages for users who left here a moment ago."""
+        """Messages for users who left here a moment ago, which their senders'
+        servers may have followed with stored ones already."""
         try:
-            self.store_offline(items)
+            self.store_offline(items, late=True)
         except StoreUnavailable as exc:
             # Their unsubscribes are on their way: kept with what their last
             # logins could not store, stored before their releases complete.
@@ -341,21 +385,24 @@ class Router:
 
     def _into_outbox(self, conn: Connection, user_id: int, entry: Entry) -> None:
         outbox = conn.context.outbox
-        if outbox is not None and outbox.user_id == user_id:
-            outbox.deliver(entry)  # stores it if that login ended meanwhile
-        else:
-            self.store_offline([(user_id, entry.payload)])  # another login by now
+        if outbox is not None and outbox.user_id == user_id and not outbox.closed:
+            outbox.deliver(entry)
+        else:  # that login ended meanwhile, or another began
+            self._store_away([(user_id, entry.payload)])
 
-    def store_offline(self, items: list[tuple[int, bytes]]) -> None:
+    def store_offline(self, items: list[tuple[int, bytes]], late: bool = False) -> None:
         """Store ``items`` offline, in order; StoreUnavailable stores none of them.
 
         What ``keep_unstored`` kept for one of their users goes first, so a
         newer message for the user never overtakes one the database could
-        not take a moment ago.
+        not take a moment ago.  ``late``: messages Redis brought here for users
+        who had left; each goes before what its sender's server stored after
+        it (``Store.store_offline_late``).
         """
         kept = self._take_unstored(items) if self._unstored else []
+        store = self.store.store_offline_late if late else self.store.store_offline_many
         try:
-            dropped = self.store.store_offline_many(
+            dropped = store(
                 [(uid, payload.decode()) for uid, payload in kept + items],
                 keep=self.max_offline, keep_bytes=self.max_offline_bytes)
         except StoreUnavailable:
@@ -418,7 +465,13 @@ class Router:
 
     def deliver_from_bus(self, user_id: int, payload: bytes) -> None:
         """Bus thread: a message for a user this process held; offline if it left."""
-        conn = self.connection(user_id)
+        with self._lock:
+            conn = self._online.get(user_id)
+            last = self._leaving.get(user_id) if conn is None else None
+        if last is not None:  # behind what its last connection was handed before
+            if not payload.startswith(RECEIPT_PREFIX):
+                last.post(partial(self._from_bus, last, [(user_id, payload)]))
+            return
         if payload.startswith(RECEIPT_PREFIX):
             if conn is not None:
                 _send_receipt(conn, payload)
@@ -432,7 +485,7 @@ class Router:
             metrics.DELIVERED.inc("from_bus")
             return
         try:
-            self.store_offline([(user_id, payload)])
+            self.store_offline([(user_id, payload)], late=True)
         except StoreUnavailable as exc:
             # The user left here a moment ago (its unsubscribe is on its way):
             # kept with what its last login could not store, stored before its
@@ -449,5 +502,5 @@ RECEIPT_PREFIX = b'{"msgid":18,'  # how orjson writes a receipt: told apart from
 def _send_receipt(conn: Connection, payload: bytes) -> None:
     session: Session = conn.context
     outbox = session.outbox
-    if outbox is not None and outbox.acking:  # a racy look, and a receipt is best effort
+    if outbox is not None and outbox.acking and not outbox.closed:  # a racy look: best effort
         conn.send(payload + b"\n")

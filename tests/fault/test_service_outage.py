@@ -62,6 +62,9 @@ class FakeConn:
     def run(self, cb: Callable[[], None]) -> None:
         cb()
 
+    def post(self, cb: Callable[[], None]) -> None:
+        cb()
+
     def owned_here(self) -> bool:
         return True
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from chat.bus import LocalBus
 from chat.outbox import Caps, Entry, Outbox
 from chat.router import Router
+from chat.session import Session
 from chat.store import Store, StoreUnavailable, open_store
 
 USER = 7
@@ -224,3 +226,66 @@ def test_what_was_kept_stays_ahead_when_storing_it_fails_again(store: Store) -> 
     refusing.down = False
     router.store_offline([(USER, frame(4))])
     assert [orjson.loads(t)["mid"] for _, t in store.offline_page(USER, 10)] == [1, 3, 4]
+
+
+class _LastConnection:
+    """A logged-out user's connection whose loop has not yet run what was posted."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.context = Session(post=self.post)
+        self.context.outbox = outbox
+        self.queue: list[Callable[[], None]] = []
+
+    def post(self, cb: Callable[[], None]) -> None:
+        self.queue.append(cb)
+
+    def run(self, cb: Callable[[], None]) -> None:
+        self.queue.append(cb)  # another thread's call: behind what is queued
+
+    def owned_here(self) -> bool:
+        return False
+
+    def talks_to(self, peer: object) -> None: ...
+
+    def run_queue(self) -> None:
+        while self.queue:
+            self.queue.pop(0)()
+
+
+def test_what_comes_for_a_leaving_user_is_stored_in_order_before_leave_returns(
+        store: Store) -> None:
+    router = Router(store, LocalBus(), None, None)
+    box = outbox(store, Wire(), acking=False)
+    conn = _LastConnection(box)
+    router.attach(USER, conn)  # type: ignore[arg-type]
+    router.deliver_many([(USER, live(1).payload)])  # on its way to the connection
+    box.close(gone=True)
+    assert router.detach(USER, conn)  # type: ignore[arg-type]
+    # After the detach: from the bus and from a sender here, behind the first.
+    router.deliver_many([(USER, live(2).payload)])
+    assert router.send_live(USER, live(3))
+    assert stored_mids(store) == []
+    left: list[bool] = []
+    leaving = threading.Thread(target=lambda: left.append(router.leave(USER, 10)))
+    leaving.start()
+    assert not _joined(leaving, 0.05)  # waits for the connection's loop
+    conn.run_queue()
+    assert _joined(leaving, 10) and left == [True]
+    assert stored_mids(store) == [1, 2, 3]
+    router.released(USER)
+    router.deliver_many([(USER, live(4).payload)])  # gone: stored at once
+    assert stored_mids(store) == [1, 2, 3, 4] and conn.queue == []
+
+
+def test_leave_gives_up_after_its_timeout(store: Store) -> None:
+    router = Router(store, LocalBus(), None, None)
+    conn = _LastConnection(outbox(store, Wire(), acking=False))
+    router.attach(USER, conn)  # type: ignore[arg-type]
+    assert router.detach(USER, conn)  # type: ignore[arg-type]
+    assert router.leave(USER, 0.01) is False
+    assert router.leave(USER, 0.01) is True  # nothing is leaving any more
+
+
+def _joined(thread: threading.Thread, timeout: float) -> bool:
+    thread.join(timeout)
+    return not thread.is_alive()
