@@ -34,9 +34,9 @@ Threads:
   which now reaches us).  And once ``unsubscribe`` returns, every message
   Redis sent us for the user has been handed on (to the user's last
   connection, which stores it: ``Router.leave`` waits for that before the
-  caller marks the user offline), so a login elsewhere that the caller's mark-offline then lets through
-  subscribes alone: two processes never both take one message, one to
-  deliver it live and one to store it.  On any error the session is dropped and
+  caller marks the user offline), so a login elsewhere that the caller's
+  mark-offline then lets through subscribes alone: two processes never both
+  take one message, one to deliver it live and one to store it.  On any error the session is dropped and
   rebuilt with backoff; the new session subscribes every local user again,
   and each confirmed subscription that no login waits for flushes its user,
   since others stored messages for it meanwhile.
