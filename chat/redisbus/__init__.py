@@ -36,10 +36,11 @@ Threads:
   connection, which stores it: ``Router.leave`` waits for that before the
   caller marks the user offline), so a login elsewhere that the caller's
   mark-offline then lets through subscribes alone: two processes never both
-  take one message, one to deliver it live and one to store it.  On any error the session is dropped and
-  rebuilt with backoff; the new session subscribes every local user again,
-  and each confirmed subscription that no login waits for flushes its user,
-  since others stored messages for it meanwhile.
+  take one message, one to deliver it live and one to store it.  On any
+  error the session is dropped and rebuilt with backoff; the new session
+  subscribes every local user again, and each confirmed subscription that
+  no login waits for flushes its user, since others stored messages for it
+  meanwhile.
 - The *heartbeat thread* refreshes the heartbeat key and pays back owed
   ``flush-all`` broadcasts.
 - Chat for users of other processes is published without a loop ever
