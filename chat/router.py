@@ -72,7 +72,7 @@ class Router:
         self._releasing: set[int] = set()  # left, their release not done yet (presence)
         # Left, and until their unsubscribe is confirmed: the connection that
         # what still comes for them goes to, behind what went there before, so
-        # that its closed outbox stores it all in the order it came (``leave``).
+        # that its loop stores it all in the order it came (``leave``).
         self._leaving: dict[int, Connection] = {}
         # Messages a closing login could not store (the database was down), per
         # user: stored before the user's release completes or next login starts.
@@ -115,8 +115,8 @@ class Router:
         from now; False if that did not happen in time.
 
         From the user's ``detach`` until here, what came for it went to that
-        connection, behind what was on its way there before; its closed outbox
-        stores each message (``_store_away``) in that order.  So this server
+        connection, behind what was on its way there before, and its loop
+        stores each message there (``_store_away``: the outbox is closed).  So this server
         stores a user's messages in the order they reached it, and all of them
         before its release lets a login elsewhere read them.
         """
