@@ -179,7 +179,10 @@ def test_servers_starting_together_migrate_once(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     make_version_1(sqlite3.connect(tmp_path / "chat.db"), SQLITE)
     ran = run_together(url, 4)
-    assert sorted(len(r) for r in ran) == [0, 0, 0, 2]
+    # Each step once in all; on SQLite each is a transaction of its own, so
+    # one server may run the first and another the second (seen on a slow host).
+    steps = [step for r in ran for step in r]
+    assert len(steps) == 2 and len(set(steps)) == 2, ran
     check_version_1_kept(url)
 
 
