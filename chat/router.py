@@ -74,6 +74,11 @@ class Router:
         # what still comes for them goes to, behind what went there before, so
         # that its loop stores it all in the order it came (``leave``).
         self._leaving: dict[int, Connection] = {}
+        # Users here for whom a message from here is on its way back through
+        # Redis (handed off before their login attached them, published after
+        # it subscribed): the mid of the last such.  Until it arrives, later
+        # messages for them from here go the same way, behind it (``returning``).
+        self._returning: dict[int, int] = {}
         # Messages a closing login could not store (the database was down), per
         # user: stored before the user's release completes or next login starts.
         self._unstored: dict[int, list[bytes]] = {}
@@ -109,6 +114,16 @@ class Router:
             self._leaving[user_id] = conn
             return True
 
+    def returning(self, user_ids: Iterable[int], mid: int) -> None:
+        """A handed-off message ``mid`` was taken; those of ``user_ids`` who are
+        here now get it back through this server's own subscription: until it
+        arrives (``_from_bus``), ``send_live`` sends them nothing directly, so
+        the sender's next message cannot overtake it."""
+        with self._lock:
+            for user_id in user_ids:
+                if user_id in self._online or user_id in self._leaving:
+                    self._returning[user_id] = mid
+
     def leave(self, user_id: int, timeout: float) -> bool:
         """The releasing thread, once nothing more comes for the user from the bus:
         what its last connection was handed is stored, up to ``timeout`` seconds
@@ -132,6 +147,7 @@ class Router:
         with self._lock:
             self._releasing.discard(user_id)
             self._leaving.pop(user_id, None)
+            self._returning.pop(user_id, None)
             self._released.notify_all()
 
     def keep_unstored(self, user_id: int, payloads: list[bytes]) -> None:
@@ -200,7 +216,9 @@ class Router:
         self._lock.acquire()
         try:
             conn = self._online.get(user_id)
-            if conn is None and (last := self._leaving.get(user_id)) is not None:
+            if self._returning and user_id in self._returning:
+                conn = None  # a message for it from here comes back through Redis: behind it
+            elif conn is None and (last := self._leaving.get(user_id)) is not None:
                 # Stored by the login's last connection, after what it was handed before.
                 last.post(partial(self._into_outbox, last, user_id, entry))
                 return True
@@ -235,8 +253,18 @@ class Router:
 
         ``read_at`` is when the request was read (``time.monotonic``), for the metrics.
         """
+        conns: list[tuple[int, Connection | None]] = []
         with self._lock:
-            conns = [(uid, self._online.get(uid)) for uid in user_ids]
+            online, returning, leaving = self._online, self._returning, self._leaving
+            for uid in user_ids:
+                conn = online.get(uid)
+                if returning and uid in returning:
+                    conn = None  # as in send_live: behind one on its way back through Redis
+                elif conn is None and (last := leaving.get(uid)) is not None:
+                    last.post(partial(self._into_outbox, last, uid,
+                                      Entry(entry.mid, entry.sender, entry.kind, entry.payload)))
+                    continue  # stored by its last connection, as in send_live
+                conns.append((uid, conn))
         elsewhere = []
         for user_id, conn in conns:
             if conn is not None:
@@ -352,6 +380,8 @@ class Router:
                 except ValueError:
                     log.warning("dropped a malformed message for user %d from the bus", user_id)
                     continue
+                if self._returning:
+                    self._returned(user_id, entry.mid)
                 outbox = conn.context.outbox
                 if outbox is not None and outbox.user_id == user_id and not outbox.closed:
                     outbox.deliver(entry)
@@ -362,6 +392,11 @@ class Router:
             self._store_away(late)
         if delivered:
             metrics.DELIVERED.inc("from_bus", delivered)
+
+    def _returned(self, user_id: int, mid: int) -> None:
+        with self._lock:
+            if self._returning.get(user_id) == mid:
+                del self._returning[user_id]
 
     def _store_away(self, items: list[tuple[int, bytes]]) -> None:
         """Messages for users who left here a moment ago, which their senders'

@@ -241,6 +241,8 @@ class ChatService(AccountHandlers):
             settled: Handoff = outcome.value
             if settled.reached:
                 metrics.DELIVERED.inc("bus", settled.reached)
+                # Before the sender's next message: one here now gets it back through Redis.
+                self.router.returning([uid for uid, _ in settled.items], mid)
             if settled.error is not None:
                 raise settled.error
             if settled.unknown:

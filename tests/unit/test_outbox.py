@@ -289,3 +289,28 @@ def test_leave_gives_up_after_its_timeout(store: Store) -> None:
 def _joined(thread: threading.Thread, timeout: float) -> bool:
     thread.join(timeout)
     return not thread.is_alive()
+
+
+class _LaterBus(LocalBus):
+    """A bus that publishes later, as the cluster's does: the caller hands off."""
+
+    later = True
+
+
+def test_a_message_on_its_way_back_through_redis_is_not_overtaken(store: Store) -> None:
+    # Handed off before the user's login here attached it, published after its
+    # subscription: it comes back through Redis, and the sender's next
+    # message must follow it there instead of going straight to the outbox.
+    router = Router(store, _LaterBus(), None, None)
+    wire = Wire()
+    conn = _LastConnection(outbox(store, wire, acking=False))
+    router.attach(USER, conn)  # type: ignore[arg-type]
+    router.returning([USER, USER + 1], mid=1)  # the sender's landed handoff
+    assert router.send_live(USER, live(2)) is False  # the caller hands it off too
+    router.returning([USER], mid=2)
+    router.deliver_many([(USER, live(1).payload), (USER, live(2).payload)])
+    conn.run_queue()
+    assert [f["mid"] for f in wire.frames] == [1, 2]
+    assert router.send_live(USER, live(3)) is True  # both back: the direct way again
+    conn.run_queue()
+    assert [f["mid"] for f in wire.frames] == [1, 2, 3]
