@@ -74,11 +74,13 @@ class Router:
         # what still comes for them goes to, behind what went there before, so
         # that its loop stores it all in the order it came (``leave``).
         self._leaving: dict[int, Connection] = {}
-        # Users here for whom a message from here is on its way back through
-        # Redis (handed off before their login attached them, published after
-        # it subscribed): the mid of the last such.  Until it arrives, later
-        # messages for them from here go the same way, behind it (``returning``).
-        self._returning: dict[int, int] = {}
+        # (recipient here, sender): a message on its way back through Redis
+        # (handed off before the recipient's login attached it, published after
+        # it subscribed), its mid.  Until it arrives, the sender's later
+        # messages for the recipient go the same way, behind it (``returning``);
+        # ``_came``: what arrived for such a pair before its handoff landed.
+        self._returning: dict[tuple[int, int], int] = {}
+        self._came: dict[tuple[int, int], int] = {}
         # Messages a closing login could not store (the database was down), per
         # user: stored before the user's release completes or next login starts.
         self._unstored: dict[int, list[bytes]] = {}
@@ -114,15 +116,20 @@ class Router:
             self._leaving[user_id] = conn
             return True
 
-    def returning(self, user_ids: Iterable[int], mid: int) -> None:
-        """A handed-off message ``mid`` was taken; those of ``user_ids`` who are
-        here now get it back through this server's own subscription: until it
-        arrives (``_from_bus``), ``send_live`` sends them nothing directly, so
-        the sender's next message cannot overtake it."""
+    def returning(self, user_ids: Iterable[int], sender: int, mid: int) -> None:
+        """``sender``'s handed-off message ``mid`` was taken; those of ``user_ids``
+        who are here now get it back through this server's own subscription:
+        until it arrives (``_from_bus``), ``send_live`` sends them nothing of
+        the sender's directly, so its next message cannot overtake it.  Called
+        before the sender's next request is served."""
         with self._lock:
             for user_id in user_ids:
                 if user_id in self._online or user_id in self._leaving:
-                    self._returning[user_id] = mid
+                    key = (user_id, sender)
+                    if self._came.pop(key, None) == mid:
+                        self._returning.pop(key, None)  # it came back already
+                    else:
+                        self._returning[key] = mid
 
     def leave(self, user_id: int, timeout: float) -> bool:
         """The releasing thread, once nothing more comes for the user from the bus:
@@ -147,7 +154,9 @@ class Router:
         with self._lock:
             self._releasing.discard(user_id)
             self._leaving.pop(user_id, None)
-            self._returning.pop(user_id, None)
+            for pairs in (self._returning, self._came):
+                for key in [key for key in pairs if key[0] == user_id]:
+                    del pairs[key]
             self._released.notify_all()
 
     def keep_unstored(self, user_id: int, payloads: list[bytes]) -> None:
@@ -216,8 +225,8 @@ class Router:
         self._lock.acquire()
         try:
             conn = self._online.get(user_id)
-            if self._returning and user_id in self._returning:
-                conn = None  # a message for it from here comes back through Redis: behind it
+            if self._returning and (user_id, entry.sender) in self._returning:
+                conn = None  # the sender's last one comes back through Redis: behind it
             elif conn is None and (last := self._leaving.get(user_id)) is not None:
                 # Stored by the login's last connection, after what it was handed before.
                 last.post(partial(self._into_outbox, last, user_id, entry))
@@ -258,7 +267,7 @@ class Router:
             online, returning, leaving = self._online, self._returning, self._leaving
             for uid in user_ids:
                 conn = online.get(uid)
-                if returning and uid in returning:
+                if returning and (uid, entry.sender) in returning:
                     conn = None  # as in send_live: behind one on its way back through Redis
                 elif conn is None and (last := leaving.get(uid)) is not None:
                     last.post(partial(self._into_outbox, last, uid,
@@ -380,8 +389,8 @@ class Router:
                 except ValueError:
                     log.warning("dropped a malformed message for user %d from the bus", user_id)
                     continue
-                if self._returning:
-                    self._returned(user_id, entry.mid)
+                if self._returning or self._came:
+                    self._returned((user_id, entry.sender), entry.mid)
                 outbox = conn.context.outbox
                 if outbox is not None and outbox.user_id == user_id and not outbox.closed:
                     outbox.deliver(entry)
@@ -393,10 +402,15 @@ class Router:
         if delivered:
             metrics.DELIVERED.inc("from_bus", delivered)
 
-    def _returned(self, user_id: int, mid: int) -> None:
+    def _returned(self, key: tuple[int, int], mid: int) -> None:
+        """A message ``mid`` of the (recipient, sender) pair came from the bus."""
         with self._lock:
-            if self._returning.get(user_id) == mid:
-                del self._returning[user_id]
+            awaited = self._returning.get(key)
+            if awaited is None and key not in self._came:
+                return  # the pair waits for nothing
+            if awaited == mid:
+                del self._returning[key]
+            self._came[key] = mid  # for the pair's next landing, if it came back first
 
     def _store_away(self, items: list[tuple[int, bytes]]) -> None:
         """Messages for users who left here a moment ago, which their senders'

@@ -242,7 +242,8 @@ class ChatService(AccountHandlers):
             if settled.reached:
                 metrics.DELIVERED.inc("bus", settled.reached)
                 # Before the sender's next message: one here now gets it back through Redis.
-                self.router.returning([uid for uid, _ in settled.items], mid)
+                self.router.returning([uid for uid, _ in settled.items], session.user_id or 0,
+                                      mid)
             if settled.error is not None:
                 raise settled.error
             if settled.unknown:

@@ -305,12 +305,13 @@ def test_a_message_on_its_way_back_through_redis_is_not_overtaken(store: Store) 
     wire = Wire()
     conn = _LastConnection(outbox(store, wire, acking=False))
     router.attach(USER, conn)  # type: ignore[arg-type]
-    router.returning([USER, USER + 1], mid=1)  # the sender's landed handoff
+    router.returning([USER, USER + 1], sender=1, mid=1)  # the sender's landed handoff
+    assert router.send_live(USER, live(9, sender=2)) is True  # another sender's goes on
     assert router.send_live(USER, live(2)) is False  # the caller hands it off too
-    router.returning([USER], mid=2)
     router.deliver_many([(USER, live(1).payload), (USER, live(2).payload)])
     conn.run_queue()
-    assert [f["mid"] for f in wire.frames] == [1, 2]
+    router.returning([USER], sender=1, mid=2)  # landed after it came back: nothing waits
+    assert [f["mid"] for f in wire.frames] == [9, 1, 2]
     assert router.send_live(USER, live(3)) is True  # both back: the direct way again
     conn.run_queue()
-    assert [f["mid"] for f in wire.frames] == [1, 2, 3]
+    assert [f["mid"] for f in wire.frames] == [9, 1, 2, 3]
