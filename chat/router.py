@@ -46,7 +46,7 @@ import orjson
 from chat import metrics
 from chat.bus import Bus, Handoff
 from chat.logbook import WarningSummary
-from chat.outbox import Entry
+from chat.outbox import Entry, Outbox
 from chat.protocol import MsgId
 from chat.session import Connection, Session
 from chat.store import Store, StoreUnavailable
@@ -225,17 +225,15 @@ class Router:
         self._lock.acquire()
         try:
             conn = self._online.get(user_id)
-            if self._returning and (user_id, entry.sender) in self._returning:
-                conn = None  # the sender's last one comes back through Redis: behind it
-            elif conn is None and (last := self._leaving.get(user_id)) is not None:
-                # Stored by the login's last connection, after what it was handed before.
-                last.post(partial(self._into_outbox, last, user_id, entry))
-                return True
+            if (conn is None and self._leaving) or self._returning:
+                conn = self._not_direct(user_id, conn, entry)
+                if conn is _POSTED:
+                    return True
         finally:
             self._lock.release()
         if conn is not None:
             if conn.owned_here():  # a conversation in one loop: no hop, no closure
-                outbox = conn.context.outbox
+                outbox = conn.context.outbox  # _open_outbox, inlined on the hot path
                 if outbox is not None and outbox.user_id == user_id and not outbox.closed:
                     outbox.deliver(entry)
                 else:  # that login ended meanwhile, or another began
@@ -262,18 +260,13 @@ class Router:
 
         ``read_at`` is when the request was read (``time.monotonic``), for the metrics.
         """
-        conns: list[tuple[int, Connection | None]] = []
         with self._lock:
-            online, returning, leaving = self._online, self._returning, self._leaving
-            for uid in user_ids:
-                conn = online.get(uid)
-                if returning and (uid, entry.sender) in returning:
-                    conn = None  # as in send_live: behind one on its way back through Redis
-                elif conn is None and (last := leaving.get(uid)) is not None:
-                    last.post(partial(self._into_outbox, last, uid,
-                                      Entry(entry.mid, entry.sender, entry.kind, entry.payload)))
-                    continue  # stored by its last connection, as in send_live
-                conns.append((uid, conn))
+            conns = [(uid, self._online.get(uid)) for uid in user_ids]
+            if self._leaving or self._returning:
+                conns = [(uid, self._not_direct(uid, conn, Entry(
+                             entry.mid, entry.sender, entry.kind, entry.payload)))
+                         for uid, conn in conns]
+                conns = [(uid, conn) for uid, conn in conns if conn is not _POSTED]
         elsewhere = []
         for user_id, conn in conns:
             if conn is not None:
@@ -391,8 +384,8 @@ class Router:
                     continue
                 if self._returning or self._came:
                     self._returned((user_id, entry.sender), entry.mid)
-                outbox = conn.context.outbox
-                if outbox is not None and outbox.user_id == user_id and not outbox.closed:
+                outbox = _open_outbox(conn, user_id)
+                if outbox is not None:
                     outbox.deliver(entry)
                     delivered += 1
                 else:
@@ -401,6 +394,20 @@ class Router:
             self._store_away(late)
         if delivered:
             metrics.DELIVERED.inc("from_bus", delivered)
+
+    def _not_direct(self, user_id: int, conn: Connection | None,
+                    entry: Entry) -> Connection | None:
+        """Lock held: where ``entry`` goes when the direct way may overtake
+        something.  None (hand it to the bus) if its sender's previous message
+        for the user comes back through Redis; ``_POSTED`` once it was queued
+        behind what a leaving user's last connection has yet to store;
+        else ``conn``, as it was."""
+        if self._returning and (user_id, entry.sender) in self._returning:
+            return None
+        if conn is None and (last := self._leaving.get(user_id)) is not None:
+            last.post(partial(self._into_outbox, last, user_id, entry))
+            return _POSTED
+        return conn
 
     def _returned(self, key: tuple[int, int], mid: int) -> None:
         """A message ``mid`` of the (recipient, sender) pair came from the bus."""
@@ -433,8 +440,8 @@ class Router:
             conn.run(partial(self._into_outbox, conn, user_id, entry))
 
     def _into_outbox(self, conn: Connection, user_id: int, entry: Entry) -> None:
-        outbox = conn.context.outbox
-        if outbox is not None and outbox.user_id == user_id and not outbox.closed:
+        outbox = _open_outbox(conn, user_id)
+        if outbox is not None:
             outbox.deliver(entry)
         else:  # that login ended meanwhile, or another began
             self._store_away([(user_id, entry.payload)])
@@ -542,6 +549,17 @@ class Router:
             log.warning("message for user %d kept in memory, storage unavailable: %s",
                         user_id, exc)
             self.keep_unstored(user_id, [payload])
+
+
+_POSTED: Connection = object()  # type: ignore[assignment]  # _not_direct queued it
+
+
+def _open_outbox(conn: Connection, user_id: int) -> Outbox | None:
+    """The outbox of ``user_id``'s login on ``conn``, unless that login ended."""
+    outbox: Outbox | None = conn.context.outbox
+    if outbox is not None and outbox.user_id == user_id and not outbox.closed:
+        return outbox
+    return None
 
 
 _RECEIPT = int(MsgId.RECEIPT)

@@ -264,6 +264,7 @@ def test_what_comes_for_a_leaving_user_is_stored_in_order_before_leave_returns(
     # After the detach: from the bus and from a sender here, behind the first.
     router.deliver_many([(USER, live(2).payload)])
     assert router.send_live(USER, live(3))
+    assert router.send_live_many([USER], live(4, kind=9)) == []  # a group's: the same way
     assert stored_mids(store) == []
     left: list[bool] = []
     leaving = threading.Thread(target=lambda: left.append(router.leave(USER, 10)))
@@ -271,10 +272,10 @@ def test_what_comes_for_a_leaving_user_is_stored_in_order_before_leave_returns(
     assert not _joined(leaving, 0.05)  # waits for the connection's loop
     conn.run_queue()
     assert _joined(leaving, 10) and left == [True]
-    assert stored_mids(store) == [1, 2, 3]
+    assert stored_mids(store) == [1, 2, 3, 4]
     router.released(USER)
-    router.deliver_many([(USER, live(4).payload)])  # gone: stored at once
-    assert stored_mids(store) == [1, 2, 3, 4] and conn.queue == []
+    router.deliver_many([(USER, live(5).payload)])  # gone: stored at once
+    assert stored_mids(store) == [1, 2, 3, 4, 5] and conn.queue == []
 
 
 def test_leave_gives_up_after_its_timeout(store: Store) -> None:
