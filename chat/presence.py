@@ -184,6 +184,7 @@ class Presence:
 
     def release_all(self) -> None:
         """At shutdown: every user of this process (and only of this process) goes offline."""
+        self.router.close()  # a release must not wait on a loop that is about to quit
         self.drain(1.0)
         self.bus.unsubscribe_many(self.router.detach_all())
         try:

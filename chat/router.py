@@ -84,6 +84,8 @@ class Router:
         # Messages a closing login could not store (the database was down), per
         # user: stored before the user's release completes or next login starts.
         self._unstored: dict[int, list[bytes]] = {}
+        self._leave_waits: set[threading.Event] = set()
+        self._closed = False  # shutting down: the loops are quitting, ``leave`` waits no more
 
     # -- the online map (safe from any thread) -----------------------------------
 
@@ -140,15 +142,31 @@ class Router:
         connection, behind what was on its way there before, and its loop
         stores each message there (``_store_away``: the outbox is closed).  So this server
         stores a user's messages in the order they reached it, and all of them
-        before its release lets a login elsewhere read them.
+        before its release lets a login elsewhere read them.  True at once
+        after ``close``.
         """
         done = threading.Event()
         with self._lock:
             conn = self._leaving.pop(user_id, None)
-            if conn is None:
+            if conn is None or self._closed:
                 return True
             conn.post(done.set)  # under the lock: after everything sent to it for the user
-        return done.wait(timeout)
+            self._leave_waits.add(done)
+        try:
+            return done.wait(timeout)
+        finally:
+            with self._lock:
+                self._leave_waits.discard(done)
+
+    def close(self) -> None:
+        """Shutdown: the loops are about to quit and may never run what ``leave``
+        posted, so a release waiting in ``leave`` goes on now (True), and later
+        ones do not wait.  What the loops still run is stored all the same."""
+        with self._lock:
+            self._closed = True
+            waits = list(self._leave_waits)
+        for done in waits:
+            done.set()
 
     def released(self, user_id: int) -> None:
         with self._lock:

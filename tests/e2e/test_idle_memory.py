@@ -57,8 +57,12 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatServ
     loop.run_in_loop(build)
     srv = built.result(TIMEOUT)
     yield srv
+    # The test's logins end as it closes its sockets: their releases finish
+    # here, not in a thread that outlives the test.
+    assert srv.service.presence.settle(TIMEOUT)
 
     def stop() -> None:
+        srv.service.shutdown()
         srv.tcp.stop()
         loop.quit()
 

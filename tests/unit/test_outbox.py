@@ -287,6 +287,23 @@ def test_leave_gives_up_after_its_timeout(store: Store) -> None:
     assert router.leave(USER, 0.01) is True  # nothing is leaving any more
 
 
+def test_a_leave_waits_no_more_once_the_router_is_closed(store: Store) -> None:
+    # At shutdown the loops quit and may never run what leave posted: the
+    # releasing thread must not sit out LEAVE_WAIT per user (nor log it later).
+    router = Router(store, LocalBus(), None, None)
+    conns = [_LastConnection(outbox(store, Wire(), acking=False)) for _ in range(2)]
+    for user, conn in zip((USER, USER + 1), conns, strict=True):
+        router.attach(user, conn)  # type: ignore[arg-type]
+        assert router.detach(user, conn)  # type: ignore[arg-type]
+    left: list[bool] = []
+    leaving = threading.Thread(target=lambda: left.append(router.leave(USER, 60)))
+    leaving.start()
+    assert not _joined(leaving, 0.05)  # the connection's loop never runs
+    router.close()
+    assert _joined(leaving, 10) and left == [True]
+    assert router.leave(USER + 1, 60) is True and conns[1].queue == []  # nothing posted
+
+
 def _joined(thread: threading.Thread, timeout: float) -> bool:
     thread.join(timeout)
     return not thread.is_alive()
