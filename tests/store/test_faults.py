@@ -39,7 +39,8 @@ def test_mysql_restart_is_survived_without_manual_steps(caplog: pytest.LogCaptur
             _unavailable_calls(store, uid)  # more failures than pooled connections
             db.start()
             assert store.get_user(uid) == User(uid, "survivor", "online")
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        warnings = [r for r in caplog.records
+                    if r.name == "chat.store" and r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
         assert any("available again" in r.getMessage() for r in caplog.records)
         assert [m for _, m in store.offline_page(uid, 10)] == ["kept"]
