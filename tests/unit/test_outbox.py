@@ -11,6 +11,7 @@ import pytest
 
 from chat.bus import LocalBus
 from chat.outbox import Caps, Entry, Outbox
+from chat.protocol import MsgId
 from chat.router import Router
 from chat.session import Session
 from chat.store import Store, StoreUnavailable, open_store
@@ -302,6 +303,31 @@ def test_a_leave_waits_no_more_once_the_router_is_closed(store: Store) -> None:
     router.close()
     assert _joined(leaving, 10) and left == [True]
     assert router.leave(USER + 1, 60) is True and conns[1].queue == []  # nothing posted
+
+
+class _Sender(_LastConnection):
+    """A sender's connection here, whose sends are kept."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        super().__init__(outbox)
+        self.sent: list[dict[str, object]] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(orjson.loads(data))
+
+
+def test_a_receipt_reaches_an_acking_sender_here_until_its_outbox_closes(store: Store) -> None:
+    router = Router(store, LocalBus(), None, None)
+    acking, plain = _Sender(outbox(store, Wire(), acking=True)), \
+        _Sender(outbox(store, Wire(), acking=False))
+    router.attach(1, acking)  # type: ignore[arg-type]
+    router.attach(2, plain)  # type: ignore[arg-type]
+    router.send_receipts(USER, [(1, 3), (2, 4), (99, 5)])  # 99: logged in nowhere, dropped
+    assert acking.sent == [{"msgid": MsgId.RECEIPT, "mid": 3, "to": USER}]
+    assert plain.sent == []  # a login without acknowledgements gets no receipts
+    acking.context.outbox.close()  # type: ignore[union-attr]
+    router.send_receipts(USER, [(1, 6)])  # its login ended, the map not yet told
+    assert len(acking.sent) == 1
 
 
 def _joined(thread: threading.Thread, timeout: float) -> bool:
