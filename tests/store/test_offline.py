@@ -1,11 +1,15 @@
 import threading
+import time
+from collections.abc import Callable
 
 import orjson
 import pytest
 
 from chat.mids import MAX_NODE
-from chat.store import Store, StoreError
+from chat.store import Store, StoreError, open_store
 from chat.store.store import in_sender_order
+from tests.store.conftest import FAST_COST
+from tests.support import mysqldb
 
 
 def fetch_all(store: Store, user_id: int) -> list[tuple[int, str]]:
@@ -151,3 +155,53 @@ def test_in_sender_order_moves_only_a_senders_own_messages() -> None:
     texts = [_chat(1, 3), _chat(2, 9), "{}", _chat(1, 1), _chat(2, 8), _chat(1, 2)]
     assert in_sender_order(texts) == [_chat(1, 1), _chat(2, 8), "{}", _chat(1, 2),
                                       _chat(2, 9), _chat(1, 3)]
+
+
+_STORES: dict[str, Callable[[Store, int, str], object]] = {
+    "many": lambda store, uid, text: store.store_offline_many([(uid, text)]),
+    "late": lambda store, uid, text: store.store_offline_late([(uid, text)]),
+}
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("how", sorted(_STORES))
+def test_a_users_rows_get_ids_in_the_order_their_stores_commit(mysql_url: str, how: str) -> None:
+    # Two servers storing for one user at once.  Each store takes the user's
+    # box row before it inserts, so the ids follow the commits; the late
+    # store's reordering relies on it (an earlier id never commits after it).
+    open_store(mysql_url, password_cost=FAST_COST).close()
+    mysqldb.truncate_tables(mysql_url)
+    store = open_store(mysql_url, password_cost=FAST_COST)
+    other, watch = mysqldb.connect(mysql_url), mysqldb.connect(mysql_url)
+    try:
+        cur = other.cursor()
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO offlinebox (userid, messages, bytes) VALUES (40, 1, 5)"
+                    " ON DUPLICATE KEY UPDATE messages = messages + 1, bytes = bytes + 5")
+        storing = threading.Thread(target=_STORES[how], args=(store, 40, "second"))
+        storing.start()
+        _await_a_lock_wait(watch)  # the store waits for the other server's box row
+        cur.execute("INSERT INTO offlinemessage (userid, message, size) VALUES (40, 'first', 5)")
+        cur.execute("COMMIT")
+        storing.join(10)
+        assert not storing.is_alive()
+        assert [m for _, m in fetch_all(store, 40)] == ["first", "second"]
+        assert store.offline_box(40) == (2, 11)
+    finally:
+        other.close()
+        watch.close()
+        store.close()
+
+
+def _await_a_lock_wait(conn: object, timeout: float = 10.0) -> None:
+    cur = conn.cursor()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cur.execute("SELECT COUNT(*) FROM information_schema.innodb_trx"
+                    " WHERE trx_state = 'LOCK WAIT'")
+        if cur.fetchone()[0]:
+            return
+        # InnoDB tells of a lock wait only when asked, from a cache it renews
+        # only when it was last read over 0.1 s ago.
+        time.sleep(0.2)
+    raise AssertionError("the store did not wait for the box row")
