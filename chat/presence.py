@@ -184,8 +184,10 @@ class Presence:
 
     def release_all(self) -> None:
         """At shutdown: every user of this process (and only of this process) goes offline."""
-        self.router.close()  # a release must not wait on a loop that is about to quit
         self.drain(1.0)
+        # The loops quit soon and may never run what a release still waits
+        # for: it goes on without them.
+        self.router.close()
         self.bus.unsubscribe_many(self.router.detach_all())
         try:
             self.store.reset_server(self.server_id)
