@@ -297,7 +297,7 @@ def test_a_leave_waits_no_more_once_the_router_is_closed(store: Store) -> None:
         router.attach(user, conn)  # type: ignore[arg-type]
         assert router.detach(user, conn)  # type: ignore[arg-type]
     left: list[bool] = []
-    leaving = threading.Thread(target=lambda: left.append(router.leave(USER, 60)))
+    leaving = threading.Thread(target=lambda: left.append(router.leave(USER, 60)), daemon=True)
     leaving.start()
     assert not _joined(leaving, 0.05)  # the connection's loop never runs
     router.close()
