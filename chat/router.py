@@ -281,9 +281,7 @@ class Router:
         with self._lock:
             conns = [(uid, self._online.get(uid)) for uid in user_ids]
             if self._leaving or self._returning:
-                conns = [(uid, self._not_direct(uid, conn, Entry(
-                             entry.mid, entry.sender, entry.kind, entry.payload)))
-                         for uid, conn in conns]
+                conns = [(uid, self._not_direct(uid, conn, entry)) for uid, conn in conns]
                 conns = [(uid, conn) for uid, conn in conns if conn is not _POSTED]
         elsewhere = []
         for user_id, conn in conns:
@@ -423,7 +421,8 @@ class Router:
         if self._returning and (user_id, entry.sender) in self._returning:
             return None
         if conn is None and (last := self._leaving.get(user_id)) is not None:
-            last.post(partial(self._into_outbox, last, user_id, entry))
+            own = Entry(entry.mid, entry.sender, entry.kind, entry.payload)  # an outbox's row
+            last.post(partial(self._into_outbox, last, user_id, own))
             return _POSTED
         return conn
 
@@ -539,34 +538,7 @@ class Router:
 
     def deliver_from_bus(self, user_id: int, payload: bytes) -> None:
         """Bus thread: a message for a user this process held; offline if it left."""
-        with self._lock:
-            conn = self._online.get(user_id)
-            last = self._leaving.get(user_id) if conn is None else None
-        if last is not None:  # behind what its last connection was handed before
-            if not payload.startswith(RECEIPT_PREFIX):
-                last.post(partial(self._from_bus, last, [(user_id, payload)]))
-            return
-        if payload.startswith(RECEIPT_PREFIX):
-            if conn is not None:
-                _send_receipt(conn, payload)
-            return  # a receipt for a sender who left is dropped, as the protocol says
-        if conn is not None:
-            try:
-                self._hand_over(conn, user_id, Entry.from_payload(0, payload))
-            except ValueError:
-                log.warning("dropped a malformed message for user %d from the bus", user_id)
-                return
-            metrics.DELIVERED.inc("from_bus")
-            return
-        try:
-            self.store_offline([(user_id, payload)], late=True)
-        except StoreUnavailable as exc:
-            # The user left here a moment ago (its unsubscribe is on its way):
-            # kept with what its last login could not store, stored before its
-            # release completes or its next login here begins.
-            log.warning("message for user %d kept in memory, storage unavailable: %s",
-                        user_id, exc)
-            self.keep_unstored(user_id, [payload])
+        self.deliver_many([(user_id, payload)])
 
 
 _POSTED: Connection = object()  # type: ignore[assignment]  # _not_direct queued it

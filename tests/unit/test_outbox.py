@@ -359,3 +359,19 @@ def test_a_message_on_its_way_back_through_redis_is_not_overtaken(store: Store) 
     assert router.send_live(USER, live(3)) is True  # both back: the direct way again
     conn.run_queue()
     assert [f["mid"] for f in wire.frames] == [9, 1, 2, 3]
+
+
+def test_a_single_delivery_from_the_bus_ends_the_wait_as_a_batch_does(store: Store) -> None:
+    # A bus started without deliver_many delivers one message at a time.
+    router = Router(store, _LaterBus(), None, None)
+    wire = Wire()
+    conn = _LastConnection(outbox(store, wire, acking=False))
+    router.attach(USER, conn)  # type: ignore[arg-type]
+    router.returning([USER], sender=1, mid=1)
+    assert router.send_live(USER, live(2)) is False  # waits behind 1
+    router.deliver_from_bus(USER, live(1).payload)
+    router.deliver_from_bus(USER, live(2).payload)
+    conn.run_queue()
+    assert router.send_live(USER, live(3)) is True  # 1 came back: the direct way again
+    conn.run_queue()
+    assert [f["mid"] for f in wire.frames] == [1, 2, 3]
